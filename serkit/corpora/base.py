@@ -1,0 +1,140 @@
+"""The corpus table and the adapter registry.
+
+An adapter turns a corpus root folder into a :class:`pandas.DataFrame` with one row per
+utterance and exactly the columns of :data:`COLUMNS`:
+
+==============  ======  ==========================================================
+utterance_id    str     unique within the corpus (index-like, also a column)
+path            str     absolute path of the audio file
+speaker         str     speaker id, corpus-prefixed where ids are bare numbers
+session         str     recording session (IEMOCAP ``Ses01``…); the speaker where a
+                        corpus has no sessions
+gender          str     ``"f"``, ``"m"`` or ``""`` when unknown
+label           str     emotion in serkit's vocabulary (:data:`EMOTIONS`)
+duration        float   seconds, read from the file header
+==============  ======  ==========================================================
+
+Adapters refuse folders that do not match the documented layout with a
+:class:`~serkit.errors.CorpusError` that says what was expected.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+import soundfile as sf
+
+from serkit.errors import ConfigError, CorpusError
+
+COLUMNS = ("utterance_id", "path", "speaker", "session", "gender", "label", "duration")
+
+#: serkit's emotion vocabulary. Corpus codes map into it (EMOVO ``gio`` "joy" -> ``happiness``,
+#: IEMOCAP ``exc`` -> ``happiness`` in the 4-class protocol) so corpora can be pooled.
+EMOTIONS = ("anger", "boredom", "calm", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
+
+_REGISTRY: dict[str, type[Corpus]] = {}
+
+
+class Corpus(ABC):
+    """A corpus adapter. Subclasses set ``name``, ``labels`` and implement :meth:`scan`."""
+
+    name: ClassVar[str]
+    #: The label set in a fixed order (the order reports use).
+    labels: ClassVar[tuple[str, ...]]
+    #: One line on where the corpus comes from and its licence, for ``serkit corpus info``.
+    citation: ClassVar[str] = ""
+
+    @abstractmethod
+    def scan(self, root: Path, **options: Any) -> pd.DataFrame:
+        """Rows for every utterance under ``root``; :meth:`load` validates and sorts them."""
+
+    def load(self, root: str | Path, **options: Any) -> pd.DataFrame:
+        """The corpus table (see module docstring), sorted by ``utterance_id``.
+
+        Raises:
+            CorpusError: ``root`` is missing or does not match the documented layout.
+            UnknownLabelError: a file name carries an unknown emotion code.
+            ConfigError: unknown option.
+        """
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise CorpusError(f"{self.name}: corpus root {root} is not a folder")
+        table = self.scan(root.resolve(), **options)
+        table = check_table(table, self.name)
+        labels = set(table["label"])
+        if not labels <= set(self.labels):
+            raise CorpusError(f"{self.name}: labels {sorted(labels - set(self.labels))} not in {self.labels}")
+        return table.sort_values("utterance_id", kind="stable").reset_index(drop=True)
+
+
+def check_table(table: pd.DataFrame, who: str) -> pd.DataFrame:
+    """Check a corpus table's columns, emptiness and id uniqueness; return it with column order fixed.
+
+    Raises:
+        CorpusError: missing columns, no rows, or duplicated ``utterance_id``.
+    """
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise CorpusError(f"{who}: table lacks columns {missing}")
+    if table.empty:
+        raise CorpusError(f"{who}: no utterances found")
+    dup = table["utterance_id"][table["utterance_id"].duplicated()]
+    if len(dup):
+        raise CorpusError(f"{who}: duplicated utterance ids, e.g. {list(dup[:3])}")
+    table = table.loc[:, list(COLUMNS)].copy()
+    for col in ("utterance_id", "path", "speaker", "session", "gender", "label"):
+        table[col] = table[col].astype(str)
+    table["duration"] = table["duration"].astype(float)
+    return table
+
+
+def audio_duration(path: Path) -> float:
+    """Duration in seconds from the file header (no decoding).
+
+    Raises:
+        CorpusError: the header cannot be read.
+    """
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise CorpusError(f"{path}: cannot read audio header ({exc})") from exc
+    return info.frames / info.samplerate
+
+
+def register(cls: type[Corpus]) -> type[Corpus]:
+    """Class decorator adding a corpus adapter to the registry under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_corpus(name: str) -> Corpus:
+    """The registered adapter ``name``.
+
+    Raises:
+        ConfigError: unknown corpus name.
+    """
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown corpus {name!r}; available: {', '.join(list_corpora())}")
+    return _REGISTRY[name]()
+
+
+def list_corpora() -> list[str]:
+    """Sorted names of all registered corpus adapters."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def load_corpus(name: str, root: str | Path, **options: Any) -> pd.DataFrame:
+    """Shortcut for ``get_corpus(name).load(root, **options)``."""
+    return get_corpus(name).load(root, **options)
+
+
+def _load_builtin() -> None:
+    import importlib
+
+    for module in ("emodb", "emovo", "ravdess", "savee", "tess", "cremad", "iemocap", "manifest"):
+        importlib.import_module(f"serkit.corpora.{module}")

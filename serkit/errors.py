@@ -1,0 +1,67 @@
+"""serkit's exception types.
+
+Every error raised at a public boundary is a :class:`SerkitError`; those about one file carry
+its path and name it in the message, so a long run can report the file and go on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SerkitError(Exception):
+    """Base class of every error serkit raises on purpose."""
+
+
+class AudioError(SerkitError, ValueError):
+    """A recording cannot be used. ``path`` is the file (or ``None`` for in-memory audio)."""
+
+    def __init__(self, problem: str, path: str | Path | None = None):
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        where = f"{self.path}: " if self.path else ""
+        super().__init__(f"{where}{problem}")
+
+
+class UnreadableAudioError(AudioError):
+    """The file is missing, not audio, truncated or in a format soundfile cannot decode."""
+
+
+class EmptyAudioError(AudioError):
+    """The recording holds no samples."""
+
+
+class TooShortAudioError(AudioError):
+    """The recording is shorter than the minimum duration asked for."""
+
+
+class NonFiniteAudioError(AudioError):
+    """The samples contain NaN or ±Inf."""
+
+
+class OutOfRangeAudioError(AudioError):
+    """Floating-point samples lie outside [-1, 1] (a float file that was never normalised)."""
+
+
+class SampleRateError(AudioError):
+    """The sample rate is not the one a step requires; resample explicitly first."""
+
+
+class CorpusError(SerkitError, ValueError):
+    """A corpus folder does not match the documented layout, counts or label codes."""
+
+
+class UnknownLabelError(CorpusError):
+    """A label (or label code in a file name) is not in the corpus's label set."""
+
+
+class ConfigError(SerkitError, ValueError):
+    """A recipe, extractor or model configuration is invalid."""
+
+
+class FeatureError(SerkitError, ValueError):
+    """Feature extraction failed for a reason other than bad audio."""
+
+
+class BundleError(SerkitError, ValueError):
+    """A saved model bundle is missing, incomplete or from an incompatible version."""
