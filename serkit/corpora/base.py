@@ -46,6 +46,9 @@ class Corpus(ABC):
     labels: ClassVar[tuple[str, ...]]
     #: One line on where the corpus comes from and its licence, for ``serkit corpus info``.
     citation: ClassVar[str] = ""
+    #: True for adapters whose label set comes from the data (user manifests): :meth:`load` then
+    #: skips the check that every label is in ``labels``.
+    open_labels: ClassVar[bool] = False
 
     @abstractmethod
     def scan(self, root: Path, **options: Any) -> pd.DataFrame:
@@ -53,6 +56,8 @@ class Corpus(ABC):
 
     def load(self, root: str | Path, **options: Any) -> pd.DataFrame:
         """The corpus table (see module docstring), sorted by ``utterance_id``.
+
+        ``table.attrs["corpus"]`` holds the adapter name.
 
         Raises:
             CorpusError: ``root`` is missing or does not match the documented layout.
@@ -65,9 +70,11 @@ class Corpus(ABC):
         table = self.scan(root.resolve(), **options)
         table = check_table(table, self.name)
         labels = set(table["label"])
-        if not labels <= set(self.labels):
+        if not self.open_labels and not labels <= set(self.labels):
             raise CorpusError(f"{self.name}: labels {sorted(labels - set(self.labels))} not in {self.labels}")
-        return table.sort_values("utterance_id", kind="stable").reset_index(drop=True)
+        table = table.sort_values("utterance_id", kind="stable").reset_index(drop=True)
+        table.attrs["corpus"] = self.name
+        return table
 
 
 def check_table(table: pd.DataFrame, who: str) -> pd.DataFrame:
