@@ -10,7 +10,8 @@ Validation rule (one rule for every entry point, :func:`validate_samples`):
 - no samples at all -> :class:`~serkit.errors.EmptyAudioError`;
 - any NaN or +-Inf -> :class:`~serkit.errors.NonFiniteAudioError`;
 - any sample with ``|x| > 1`` -> :class:`~serkit.errors.OutOfRangeAudioError` (integer PCM decodes
-  into [-1, 1) and always passes; full-scale, clipped recordings are content and pass too);
+  into [-1, 1], 32-bit PCM's top code rounding to 1.0 in float32, and always passes; full-scale,
+  clipped recordings are content and pass too);
 - shorter than ``min_duration`` seconds -> :class:`~serkit.errors.TooShortAudioError`.
 """
 
@@ -42,6 +43,11 @@ STEREO_VIEWS: tuple[StereoView, ...] = ("left", "right", "mid", "side")
 MIN_DURATION = 0.025
 
 
+def _is_rate(value: object) -> bool:
+    """True for a positive integer rate in Hz (``bool`` is not a rate, though Python calls it an int)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
+
+
 def validate_samples(
     samples: np.ndarray,
     sample_rate: int,
@@ -62,7 +68,7 @@ def validate_samples(
         EmptyAudioError, NonFiniteAudioError, OutOfRangeAudioError, TooShortAudioError: as in
             the module docstring.
     """
-    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+    if not _is_rate(sample_rate):
         raise SampleRateError(f"sample rate must be a positive integer in Hz, got {sample_rate!r}", path)
     if not isinstance(samples, np.ndarray) or samples.ndim != 2:
         shape = getattr(samples, "shape", None)
@@ -139,7 +145,7 @@ class Audio:
         Raises:
             SampleRateError: ``sample_rate`` is not a positive integer.
         """
-        if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        if not _is_rate(sample_rate):
             raise SampleRateError(f"target sample rate must be a positive integer in Hz, got {sample_rate!r}", self.path)
         if sample_rate == self.sample_rate:
             return self
@@ -212,14 +218,19 @@ def load_audio(
         Audio with ``samples`` ``(channels, n)`` float32 in [-1, 1] and the file's rate in Hz.
 
     Raises:
-        UnreadableAudioError: missing file, not audio, truncated or undecodable.
+        UnreadableAudioError: missing file, directory, not audio, header truncated or
+            undecodable.
         EmptyAudioError, TooShortAudioError, NonFiniteAudioError, OutOfRangeAudioError: see the
             module docstring.
+
+    A file cut off inside its data chunk (header promises more frames than the file holds) is
+    not an error: like libsndfile, this returns the whole frames that are present.
     """
     if isinstance(source, (str, Path)):
         label = str(source)
         if not Path(source).is_file():
-            raise UnreadableAudioError("no such file", label)
+            problem = "not a regular file" if Path(source).exists() else "no such file"
+            raise UnreadableAudioError(problem, label)
         handle: str | BinaryIO = str(source)
     else:
         label = name or "<audio bytes>"

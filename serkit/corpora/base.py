@@ -11,7 +11,7 @@ session         str     recording session (IEMOCAP ``Ses01``…); the speaker wh
                         corpus has no sessions
 gender          str     ``"f"``, ``"m"`` or ``""`` when unknown
 label           str     emotion in serkit's vocabulary (:data:`EMOTIONS`)
-duration        float   seconds, read from the file header
+duration        float   seconds, read from the file header (NaN if unreadable)
 ==============  ======  ==========================================================
 
 Adapters refuse folders that do not match the documented layout with a
@@ -20,6 +20,7 @@ Adapters refuse folders that do not match the documented layout with a
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,6 +37,7 @@ COLUMNS = ("utterance_id", "path", "speaker", "session", "gender", "label", "dur
 EMOTIONS = ("anger", "boredom", "calm", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 
 _REGISTRY: dict[str, type[Corpus]] = {}
+log = logging.getLogger(__name__)
 
 
 class Corpus(ABC):
@@ -99,16 +101,17 @@ def check_table(table: pd.DataFrame, who: str) -> pd.DataFrame:
 
 
 def audio_duration(path: Path) -> float:
-    """Duration in seconds from the file header (no decoding).
+    """Duration in seconds from the file header (no decoding); NaN when the header is unreadable.
 
-    Raises:
-        CorpusError: the header cannot be read.
+    An unreadable file does not make the whole corpus unusable: it stays in the table with a NaN
+    duration, and feature extraction reports it by name and goes on without it.
     """
     try:
         info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise CorpusError(f"{path}: cannot read audio header ({exc})") from exc
-    return info.frames / info.samplerate
+    except (sf.LibsndfileError, RuntimeError):
+        log.warning("%s: cannot read audio header; it will be reported when features are extracted", path)
+        return float("nan")
+    return info.frames / info.samplerate if info.samplerate else float("nan")
 
 
 def register(cls: type[Corpus]) -> type[Corpus]:

@@ -1,0 +1,239 @@
+"""The experiment loop: corpus -> features -> folds -> normalise -> fit -> predict -> report.
+
+:func:`run_experiment` evaluates a recipe (:mod:`serkit.recipe`) on the folds of its protocol and
+writes a run folder (:func:`serkit.evaluation.report.write_run`). :func:`train_bundle` fits the
+same recipe on every utterance of the corpus and saves a model bundle (:mod:`serkit.bundle`).
+Both drop utterances whose audio is unusable and report them; neither writes anything until the
+work is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import serkit
+from serkit.bundle import save_bundle
+from serkit.corpora import get_corpus
+from serkit.errors import ConfigError
+from serkit.evaluation.normalise import Normaliser, fit_normaliser
+from serkit.evaluation.protocols import Fold, make_folds
+from serkit.evaluation.report import write_run
+from serkit.features import FeatureSet, extract_features, get_extractor
+from serkit.models.base import FeatureData, Inputs, get_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Dataset:
+    """A corpus table and its features, restricted to the utterances every extractor could use.
+
+    Attributes:
+        table: corpus table (columns of :data:`serkit.corpora.base.COLUMNS`), row ``i`` is
+            utterance ``i`` of every feature.
+        features: feature key -> per-utterance data (``(n, dims)`` matrix or list of
+            ``(frames, dims)`` arrays), in table order.
+        labels: the class order (the corpus's label set, restricted to labels present).
+        y: ``(n,)`` int class index of every row.
+        failures: ``{"utterance_id", "path", "feature", "error"}`` records of dropped utterances.
+    """
+
+    table: pd.DataFrame
+    features: dict[str, FeatureData]
+    labels: list[str]
+    y: np.ndarray
+    failures: list[dict[str, str]]
+
+    def rows(self, index: np.ndarray) -> dict[str, FeatureData]:
+        """The features of rows ``index`` (int positions)."""
+        return {key: _take(data, index) for key, data in self.features.items()}
+
+
+def _take(data: FeatureData, index: np.ndarray) -> FeatureData:
+    if isinstance(data, np.ndarray):
+        return data[index]
+    return [data[i] for i in index]
+
+
+def _feature_data(features: FeatureSet) -> FeatureData:
+    return features.matrix() if features.level == "utterance" else list(features.values)
+
+
+def prepare_dataset(recipe: dict[str, Any], *, progress: bool = True) -> Dataset:
+    """Load the recipe's corpus and extract all its features (cached when ``cache_dir`` is set).
+
+    Utterances that any extractor could not process are dropped and listed in ``failures``.
+
+    Raises:
+        ConfigError, CorpusError: bad recipe or corpus folder.
+        FeatureError: every utterance failed.
+    """
+    corpus_spec = recipe["corpus"]
+    adapter = get_corpus(corpus_spec["name"])
+    table = adapter.load(corpus_spec["root"], **(corpus_spec.get("options") or {}))
+    extracted: dict[str, FeatureSet] = {}
+    failures: list[dict[str, str]] = []
+    by_id = table.set_index("utterance_id")["path"]
+    for key, spec in recipe["features"].items():
+        extractor = get_extractor(spec["extractor"], spec.get("config"))
+        fs = extract_features(
+            table,
+            extractor,
+            channel=spec.get("channel", "downmix"),
+            cache_dir=recipe.get("cache_dir"),
+            n_jobs=recipe.get("n_jobs", -1),
+            progress=progress,
+        )
+        for utt, message in fs.failures.items():
+            failures.append({"utterance_id": utt, "path": str(by_id[utt]), "feature": key, "error": message})
+            log.warning("skipping %s (%s): %s", utt, key, message)
+        extracted[key] = fs
+    failed = {f["utterance_id"] for f in failures}
+    table = table[~table["utterance_id"].isin(failed)].reset_index(drop=True)
+    if table.empty:
+        raise ConfigError(f"no utterance of {corpus_spec['name']} could be processed; first error: {failures[0]}")
+    ids = table["utterance_id"].tolist()
+    features = {key: _feature_data(fs.select(ids)) for key, fs in extracted.items()}
+    present = set(table["label"])
+    labels = [lab for lab in adapter.labels if lab in present] or sorted(present)
+    y = table["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy(dtype=int)
+    return Dataset(table, features, labels, y, failures)
+
+
+def fit_normalisers(mode: str, inputs: Inputs, speakers: np.ndarray) -> dict[str, Normaliser]:
+    """One normaliser per feature key, fitted on training rows."""
+    return {key: fit_normaliser(mode, data, speakers) for key, data in inputs.items()}
+
+
+def normalise(normalisers: dict[str, Normaliser], inputs: Inputs, speakers: np.ndarray) -> dict[str, FeatureData]:
+    """Apply fitted normalisers key by key."""
+    return {key: normalisers[key].transform(data, speakers) for key, data in inputs.items()}
+
+
+def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndarray, dict[str, Any]]:
+    """Fit on ``fold.train`` and return test probabilities ``(n_test, K)`` and the fit info.
+
+    Normalisation statistics come from the training rows (``global``) or from each speaker's own
+    rows (``speaker``); test labels are never used.
+    """
+    speakers = data.table["speaker"].to_numpy(dtype=str)
+    train_speakers, test_speakers = speakers[fold.train], speakers[fold.test]
+    normalisers = fit_normalisers(recipe["normalisation"], data.rows(fold.train), train_speakers)
+    x_train = normalise(normalisers, data.rows(fold.train), train_speakers)
+    x_test = normalise(normalisers, data.rows(fold.test), test_speakers)
+    model = get_model(recipe["model"]["name"], recipe["model"]["config"])
+    model.fit(x_train, data.y[fold.train], labels=data.labels, groups=train_speakers, seed=recipe["seed"])
+    return model.predict_proba(x_test), model.fit_info()
+
+
+def default_run_dir(recipe: dict[str, Any], base: str | Path = "results") -> Path:
+    """``results/<name>-<corpus>-<UTC time>``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path(base) / f"{recipe['name']}-{recipe['corpus']['name']}-{stamp}"
+
+
+def run_experiment(
+    recipe: dict[str, Any],
+    out_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Evaluate a resolved recipe on its protocol's folds and write the run folder.
+
+    Returns:
+        The run folder (``config.yaml``, ``metrics.json``, ``predictions.csv``, ``report.md``,
+        ``confusion.png``), created atomically.
+
+    Raises:
+        ConfigError, CorpusError, FeatureError: bad recipe, corpus or features; nothing is written.
+    """
+    out_dir = Path(out_dir) if out_dir is not None else default_run_dir(recipe)
+    started = time.perf_counter()
+    data = prepare_dataset(recipe, progress=progress)
+    extraction_s = time.perf_counter() - started
+    protocol = make_folds(data.table, recipe["protocol"])
+    frames = []
+    fit_info = {}
+    for fold in protocol.folds:
+        proba, info = run_fold(recipe, data, fold)
+        rows = data.table.iloc[fold.test]
+        frame = pd.DataFrame(
+            {
+                "utterance_id": rows["utterance_id"].to_numpy(),
+                "speaker": rows["speaker"].to_numpy(),
+                "fold": fold.name,
+                "true": rows["label"].to_numpy(),
+                "predicted": [data.labels[k] for k in proba.argmax(axis=1)],
+            }
+        )
+        for k, lab in enumerate(data.labels):
+            frame[f"p_{lab}"] = proba[:, k]
+        frames.append(frame)
+        fit_info[fold.name] = info
+        log.info("fold %s done", fold.name)
+    described = protocol.describe()
+    described["normalisation"] = recipe["normalisation"]
+    extra = {
+        "failures": data.failures,
+        "fit": fit_info,
+        "serkit_version": serkit.__version__,
+        "wall_time_s": {"features": round(extraction_s, 2), "total": round(time.perf_counter() - started, 2)},
+    }
+    return write_run(
+        out_dir,
+        config=recipe,
+        predictions=pd.concat(frames, ignore_index=True),
+        labels=data.labels,
+        protocol=described,
+        extra=extra,
+        overwrite=overwrite,
+    )
+
+
+def train_bundle(
+    recipe: dict[str, Any], out_dir: str | Path, *, progress: bool = True, overwrite: bool = False
+) -> Path:
+    """Fit a resolved recipe on every usable utterance of its corpus and save a model bundle.
+
+    Hyper-parameters the model chooses itself (e.g. the SVM's C) are chosen on
+    leave-one-speaker-out folds of the whole corpus.
+
+    Returns:
+        The bundle folder (see :mod:`serkit.bundle`), written atomically.
+    """
+    data = prepare_dataset(recipe, progress=progress)
+    speakers = data.table["speaker"].to_numpy(dtype=str)
+    inputs = data.rows(np.arange(len(data.table)))
+    normalisers = fit_normalisers(recipe["normalisation"], inputs, speakers)
+    model = get_model(recipe["model"]["name"], recipe["model"]["config"])
+    model.fit(normalise(normalisers, inputs, speakers), data.y, labels=data.labels, groups=speakers, seed=recipe["seed"])
+    extractors = {
+        key: (get_extractor(spec["extractor"], spec.get("config")), spec.get("channel", "downmix"))
+        for key, spec in recipe["features"].items()
+    }
+    trained_on = {
+        "corpus": recipe["corpus"]["name"],
+        "n_utterances": int(len(data.table)),
+        "speakers": sorted(set(speakers.tolist())),
+        "failures": data.failures,
+        "fit": model.fit_info(),
+    }
+    return save_bundle(
+        out_dir,
+        recipe=recipe,
+        labels=data.labels,
+        extractors=extractors,
+        normalisers=normalisers,
+        model=model,
+        trained_on=trained_on,
+        overwrite=overwrite,
+    )

@@ -1,0 +1,104 @@
+"""The linear SVM baseline: inner speaker-independent C search, calibration, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.svm import SVC
+
+from serkit.errors import ConfigError
+from serkit.models.base import get_model, list_models
+from serkit.models.svm import LinearSVM, fit_temperature
+
+
+def _blobs(seed: int = 0, n_speakers: int = 4, per_class: int = 10, K: int = 3, dim: int = 6, spread: float = 1.0):
+    """Gaussian class blobs, each speaker with its own offset."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, size=(K, dim))
+    X, y, groups = [], [], []
+    for s in range(n_speakers):
+        offset = rng.normal(0, 0.3, size=dim)
+        for k in range(K):
+            X.append(centres[k] + offset + rng.normal(0, spread, size=(per_class, dim)))
+            y += [k] * per_class
+            groups += [f"s{s}"] * per_class
+    return np.vstack(X).astype(np.float32), np.array(y), np.array(groups)
+
+
+def test_registered():
+    assert "linear_svm" in list_models()
+    assert isinstance(get_model("linear_svm", {"C": 0.1}), LinearSVM)
+
+
+def test_single_c_equals_sklearn_svc():
+    X, y, groups = _blobs(spread=2.5)
+    ours = LinearSVM({"C": 0.01, "calibrate": False}).fit({"f": X}, y, labels=["a", "b", "c"], groups=groups)
+    ref = SVC(kernel="linear", C=0.01, class_weight="balanced", break_ties=True).fit(X, y)
+    assert np.array_equal(ours.predict({"f": X}), ref.predict(X))
+
+
+def test_c_search_picks_best_inner_ua_and_is_speaker_independent():
+    X, y, groups = _blobs(spread=2.5, n_speakers=5)
+    grid = (1e-5, 1e-2, 1.0)
+    model = LinearSVM({"C": grid}).fit({"f": X}, y, labels=["a", "b", "c"], groups=groups)
+    # Recompute inner leave-one-speaker-out UA by hand for each C.
+    expected = {}
+    for C in grid:
+        pred = np.empty_like(y)
+        for s in np.unique(groups):
+            held = groups == s
+            svm = SVC(kernel="linear", C=C, class_weight="balanced", break_ties=True).fit(X[~held], y[~held])
+            pred[held] = svm.predict(X[held])
+        expected[C] = balanced_accuracy_score(y, pred)
+    for C in grid:
+        assert model.inner_ua_[C] == pytest.approx(expected[C], abs=1e-12)
+    assert model.C_ == max(grid, key=lambda c: (round(expected[c], 12), -c))
+
+
+def test_probabilities_keep_the_svm_decision():
+    X, y, groups = _blobs(spread=3.0)
+    model = LinearSVM({"C": (0.001, 0.1)}).fit({"f": X}, y, labels=["a", "b", "c"], groups=groups)
+    proba = model.predict_proba({"f": X})
+    assert proba.shape == (len(y), 3)
+    assert np.allclose(proba.sum(axis=1), 1.0)
+    assert np.array_equal(proba.argmax(axis=1), model.svm_.predict(X))
+    assert model.temperature_ > 0
+
+
+def test_temperature_recovers_a_known_scale():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 2, size=(4000, 4))
+    # Sample labels from softmax(logits); scores handed over are logits * 3, so T should be ~3.
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(4, p=row) for row in p])
+    assert fit_temperature(logits * 3.0, y) == pytest.approx(3.0, rel=0.1)
+
+
+def test_grid_without_speakers_is_refused():
+    X, y, _ = _blobs()
+    with pytest.raises(ConfigError, match="two training speakers"):
+        LinearSVM({"C": (0.1, 1.0)}).fit({"f": X}, y, labels=["a", "b", "c"])
+
+
+def test_rejects_frame_level_or_several_inputs():
+    X, y, groups = _blobs()
+    with pytest.raises(ConfigError):
+        LinearSVM().fit({"f": [x[None, :] for x in X]}, y, labels=["a", "b", "c"], groups=groups)
+    with pytest.raises(ConfigError):
+        LinearSVM().fit({"f": X, "g": X}, y, labels=["a", "b", "c"], groups=groups)
+
+
+def test_unknown_option_is_refused():
+    with pytest.raises(ConfigError, match="unknown option"):
+        LinearSVM({"gamma": 1})
+
+
+def test_save_load_round_trip(tmp_path):
+    X, y, groups = _blobs(spread=2.0)
+    model = LinearSVM({"C": (0.01, 1.0)}).fit({"f": X}, y, labels=["a", "b", "c"], groups=groups)
+    model.save(tmp_path)
+    again = LinearSVM.load(tmp_path, model.describe()["config"])
+    assert np.allclose(again.predict_proba({"f": X}), model.predict_proba({"f": X}))
+    assert again.labels_ == ["a", "b", "c"]
