@@ -27,7 +27,7 @@ from serkit.evaluation.normalise import Normaliser, fit_normaliser
 from serkit.evaluation.protocols import Fold, make_folds
 from serkit.evaluation.report import write_run
 from serkit.features import FeatureSet, extract_features, get_extractor
-from serkit.models.base import FeatureData, Inputs, get_model
+from serkit.models.base import FeatureData, Inputs, get_model, take_rows
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,7 @@ class Dataset:
 
     def rows(self, index: np.ndarray) -> dict[str, FeatureData]:
         """The features of rows ``index`` (int positions)."""
-        return {key: _take(data, index) for key, data in self.features.items()}
-
-
-def _take(data: FeatureData, index: np.ndarray) -> FeatureData:
-    if isinstance(data, np.ndarray):
-        return data[index]
-    return [data[i] for i in index]
+        return {key: take_rows(data, index) for key, data in self.features.items()}
 
 
 def _feature_data(features: FeatureSet) -> FeatureData:
@@ -122,15 +116,19 @@ def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndar
     """Fit on ``fold.train`` and return test probabilities ``(n_test, K)`` and the fit info.
 
     Normalisation statistics come from the training rows (``global``) or from each speaker's own
-    rows (``speaker``); test labels are never used.
+    rows (``speaker``); test labels are never used. A validation split of the protocol
+    (``fold.valid``, training speakers only) goes to the model for early stopping.
     """
     speakers = data.table["speaker"].to_numpy(dtype=str)
     train_speakers, test_speakers = speakers[fold.train], speakers[fold.test]
     normalisers = fit_normalisers(recipe["normalisation"], data.rows(fold.train), train_speakers)
     x_train = normalise(normalisers, data.rows(fold.train), train_speakers)
     x_test = normalise(normalisers, data.rows(fold.test), test_speakers)
+    valid = None
+    if fold.valid is not None:
+        valid = (normalise(normalisers, data.rows(fold.valid), speakers[fold.valid]), data.y[fold.valid])
     model = get_model(recipe["model"]["name"], recipe["model"]["config"])
-    model.fit(x_train, data.y[fold.train], labels=data.labels, groups=train_speakers, seed=recipe["seed"])
+    model.fit(x_train, data.y[fold.train], labels=data.labels, groups=train_speakers, seed=recipe["seed"], valid=valid)
     return model.predict_proba(x_test), model.fit_info()
 
 

@@ -53,11 +53,14 @@ class SERModel(ABC):
         labels: Sequence[str],
         groups: np.ndarray | None = None,
         seed: int = 0,
+        valid: tuple[Inputs, np.ndarray] | None = None,
     ) -> SERModel:
         """Train on ``X`` with integer targets ``y`` (``(n,)`` int) over ``labels``.
 
         ``groups`` are the speakers of the training utterances; any hyper-parameter choice or
-        validation split inside ``fit`` must be speaker-independent over them.
+        validation split inside ``fit`` must be speaker-independent over them. ``valid`` is a
+        validation split the protocol carved from training speakers (inputs, targets), for
+        models that stop early.
         """
 
     @abstractmethod
@@ -92,6 +95,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def take_rows(data: FeatureData, index: np.ndarray) -> FeatureData:
+    """Rows ``index`` (int positions) of an utterance-level matrix or a frame-level list."""
+    if isinstance(data, np.ndarray):
+        return data[index]
+    return [data[i] for i in index]
 
 
 def single_matrix(X: Inputs, who: str) -> np.ndarray:

@@ -97,8 +97,11 @@ class LinearSVM(SERModel):
         labels: Sequence[str],
         groups: np.ndarray | None = None,
         seed: int = 0,
+        valid: tuple[Inputs, np.ndarray] | None = None,
     ) -> LinearSVM:
         """Fit on ``(n, dims)`` features; ``groups`` (speakers) enable the inner C search and calibration.
+
+        ``valid`` is not used: C is chosen on inner leave-one-speaker-out folds instead.
 
         Raises:
             ConfigError: a C grid is given but fewer than two training speakers are.

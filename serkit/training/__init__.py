@@ -1,0 +1,1 @@
+"""Training of serkit's neural models (needs the ``torch`` extra: ``pip install 'serkit[torch]'``)."""
