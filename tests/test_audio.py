@@ -12,7 +12,6 @@ Three groups:
 
 from __future__ import annotations
 
-import io
 import struct
 from pathlib import Path
 

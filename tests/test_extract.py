@@ -155,12 +155,22 @@ def test_parallel_equals_serial_and_bad_files_are_recorded(tmp_path, emodb_files
         assert "no such file" in result.failures["missing"]
 
 
-def test_non_audio_errors_propagate(emodb_files):
+def test_feature_errors_are_per_file_failures_and_other_errors_propagate(emodb_files):
+    class Unusable(CountingStats):
+        def extract(self, audio):
+            if audio.path.endswith(emodb_files[0].name):
+                raise FeatureError("openSMILE returned 3 non-finite values")
+            return super().extract(audio)
+
+    result = extract_features(table_of(emodb_files[:2]), Unusable(), progress=False)
+    assert result.ids == [emodb_files[1].stem]
+    assert "non-finite" in result.failures[emodb_files[0].stem]
+
     class Broken(CountingStats):
         def extract(self, audio):
-            raise FeatureError("model exploded")
+            raise RuntimeError("model exploded")
 
-    with pytest.raises(FeatureError, match="exploded"):
+    with pytest.raises(RuntimeError, match="exploded"):
         extract_features(table_of(emodb_files[:2]), Broken(), progress=False)
 
 

@@ -18,7 +18,7 @@ import python_speech_features as psf
 from serkit.audio import Audio, load_audio
 from serkit.errors import AudioError, ConfigError, FeatureError, SampleRateError, TooShortAudioError
 from serkit.features import get_extractor, list_extractors, regression_delta, stack_deltas
-from serkit.features.lld import smile_input
+from serkit.features.smile import smile_input
 from serkit.features.spectral import frame_count, pss_mel_filterbank
 
 SR = 16000

@@ -8,7 +8,12 @@ over a corpus table (cached, in parallel) and returns a :class:`FeatureSet`.
 
 from serkit.features.base import Extractor, get_extractor, list_extractors, register
 from serkit.features.deltas import regression_delta, stack_deltas
-from serkit.features.extract import FeatureSet, extract_audio, extract_features, select_channel
+from serkit.features.extract import (
+    FeatureSet,
+    extract_audio,
+    extract_features,
+    select_channel,
+)
 
 __all__ = [
     "Extractor",

@@ -18,8 +18,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from serkit.audio import Audio
-from serkit.errors import ConfigError
+from serkit.audio import Audio, require_rate
+from serkit.errors import AudioError, ConfigError, TooShortAudioError
 
 Level = Literal["frame", "utterance"]
 
@@ -106,6 +106,71 @@ def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
         raise ConfigError(f"{cls.__qualname__}: {exc}") from exc
 
 
+# --------------------------------------------------------------------------- shared checks
+
+
+def check_input(audio: Audio, sample_rate: int, min_samples: int, who: str) -> np.ndarray:
+    """Validate an extractor's input and return its one channel as a float64 ``(n,)`` array.
+
+    Args:
+        audio: the recording handed to ``extract``.
+        sample_rate: rate in Hz the extractor needs.
+        min_samples: fewest samples the extractor can turn into one frame / one result.
+        who: extractor name for messages.
+
+    Raises:
+        SampleRateError: ``audio.sample_rate != sample_rate``.
+        AudioError: more than one channel (select or downmix first).
+        TooShortAudioError: fewer than ``min_samples`` samples.
+    """
+    require_rate(audio, sample_rate, who)
+    if audio.channels != 1:
+        raise AudioError(
+            f"{who} needs mono audio, got {audio.channels} channels; select a channel or downmix first",
+            audio.path,
+        )
+    if audio.n_samples < min_samples:
+        raise TooShortAudioError(
+            f"{who} needs at least {min_samples} samples ({min_samples / sample_rate * 1000:.1f} ms) "
+            f"at {sample_rate} Hz, got {audio.n_samples}",
+            audio.path,
+        )
+    return audio.samples[0].astype(np.float64)
+
+
+def check_option(condition: bool, who: str, message: str) -> None:
+    """Raise :class:`ConfigError` ``"<who>: <message>"`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(f"{who}: {message}")
+
+
+def check_int(who: str, name: str, value: object, minimum: int) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an integer ``>= minimum``."""
+    check_option(is_integer(value) and value >= minimum, who, f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_positive(who: str, name: str, value: object) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a real number ``> 0``."""
+    check_option(is_number(value) and value > 0, who, f"{name} must be a number > 0, got {value!r}")
+
+
+def check_choice(who: str, name: str, value: object, choices: tuple) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``choices`` (same type: ``True`` is not ``1``)."""
+    valid = any(value == choice and type(value) is type(choice) for choice in choices)
+    check_option(valid, who, f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def is_integer(value: object) -> bool:
+    """True for Python / numpy integers, False for bools and everything else."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    """True for real Python / numpy numbers, False for bools and everything else."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+
 def register(cls: type[Extractor]) -> type[Extractor]:
     """Class decorator adding an extractor to the registry under ``cls.name``."""
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
@@ -134,4 +199,4 @@ def list_extractors() -> list[str]:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register decorators.
-    from serkit.features import functionals, lld, spectral  # noqa: F401
+    from serkit.features import encoders, functionals, lld, spectral  # noqa: F401

@@ -14,8 +14,9 @@ temporary file in the same folder and are renamed into place (``os.replace``), s
 concurrent run never leaves a half-written entry. The folder also holds ``extractor.json``.
 
 Failures: a file that raises :class:`~serkit.errors.AudioError` (unreadable, empty, too short,
-NaN, out of range, unusable channel) is skipped, its message is recorded in
-``FeatureSet.failures`` and logged; any other exception stops the run.
+NaN, out of range, unusable channel) or whose features come out unusable
+(:class:`~serkit.errors.FeatureError`, e.g. openSMILE returning NaN) is skipped, its message is
+recorded in ``FeatureSet.failures`` and logged; any other exception stops the run.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,8 +39,16 @@ import soundfile as sf
 
 import serkit
 from serkit.audio import MIN_DURATION, STEREO_VIEWS, Audio, load_audio
-from serkit.errors import AudioError, ConfigError, CorpusError, FeatureError, TooShortAudioError, UnreadableAudioError
+from serkit.errors import (
+    AudioError,
+    ConfigError,
+    CorpusError,
+    FeatureError,
+    TooShortAudioError,
+    UnreadableAudioError,
+)
 from serkit.features.base import Extractor, Level
+from serkit.io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -217,26 +225,10 @@ def _describe_json(extractor: Extractor) -> str:
     return json.dumps(extractor.describe(), sort_keys=True, default=str)
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save_array(path: Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------- one file (runs in workers)
@@ -298,9 +290,9 @@ def _process_file(
                 log.warning("cache entry %s is unreadable; recomputing", entry)
         audio = load_audio(data, min_duration=min_duration, name=job.path)
         values = extract_audio(audio, extractor, channel)
-        _atomic_save(entry, values)
+        _save_array(entry, values)
         return _Outcome(job.utterance_id, values, audio.sample_rate, None)
-    except AudioError as exc:
+    except (AudioError, FeatureError) as exc:
         return _Outcome(job.utterance_id, None, None, str(exc))
 
 
@@ -343,7 +335,7 @@ def extract_features(
     Raises:
         CorpusError: missing columns or duplicated utterance ids.
         ConfigError: invalid ``channel`` or ``n_jobs``.
-        FeatureError, and any non-audio exception raised by the extractor.
+        Any exception other than AudioError / FeatureError raised by the extractor.
     """
     for column in ("utterance_id", "path"):
         if column not in table.columns:
@@ -365,7 +357,7 @@ def extract_features(
         if not (folder / "extractor.json").is_file():
             info = {"extractor": extractor.describe(), "serkit_version": serkit.__version__}
             text = json.dumps(info, indent=2, sort_keys=True, default=str)
-            _atomic_write_text(folder / "extractor.json", text)
+            atomic_write_text(folder / "extractor.json", text)
 
     outcomes: list[_Outcome] = []
     with _progress_bar(progress, f"{extractor.name} features", len(jobs)) as advance:
@@ -424,7 +416,13 @@ def _progress_bar(enabled: bool, description: str, total: int) -> Iterator[Calla
     if not enabled:
         yield lambda n: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns) as bar:

@@ -7,7 +7,7 @@ it next to the autoencoder). opensmile-python 2.6 ships the configs of all four
 IS10 being ``IS10_paraling_compat.conf`` (numerically compatible with the 2010 challenge set
 except jitter / shimmer, which openSMILE fixed).
 
-openSMILE receives 16-bit PCM; see :func:`serkit.features.lld.smile_input` for the clip that
+openSMILE receives 16-bit PCM; see :func:`serkit.features.smile.smile_input` for the clip that
 keeps +1.0 from wrapping around.
 """
 
@@ -20,9 +20,8 @@ import numpy as np
 
 from serkit.audio import Audio
 from serkit.errors import FeatureError
-from serkit.features.base import Extractor, register
-from serkit.features.lld import smile_input
-from serkit.features.spectral import check_choice, check_input, check_int
+from serkit.features.base import check_choice, check_int, register
+from serkit.features.smile import SmileExtractor
 
 #: Functional sets: output dimension and the shortest input in seconds that gives finite values
 #: (measured with opensmile 2.6 at 16 kHz: 960, 960, 400 and 1120 samples).
@@ -35,7 +34,7 @@ FUNCTIONAL_SETS: dict[str, tuple[int, float]] = {
 
 
 @register
-class OpenSmileFunctionals(Extractor):
+class OpenSmileFunctionals(SmileExtractor):
     """openSMILE functionals of one utterance.
 
     Config:
@@ -55,44 +54,26 @@ class OpenSmileFunctionals(Extractor):
         feature_set: Literal["eGeMAPSv02", "ComParE_2016", "IS09", "IS10"] = "eGeMAPSv02"
         sample_rate: int = 16000
 
-    def __init__(self, config: Any = None, **overrides: Any):
-        self._smile: Any = None
-        super().__init__(config, **overrides)
-
     def check_config(self) -> None:
         c, who = self.config, self.name
         check_choice(who, "feature_set", c.feature_set, tuple(FUNCTIONAL_SETS))
         check_int(who, "sample_rate", c.sample_rate, 1)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_smile"] = None
-        return state
-
-    @property
-    def sample_rate(self) -> int:
-        return int(self.config.sample_rate)
 
     @property
     def dim(self) -> int:
         return FUNCTIONAL_SETS[self.config.feature_set][0]
 
     @property
-    def min_samples(self) -> int:
-        """Fewest input samples that give finite functionals for this set."""
-        return int(np.ceil(FUNCTIONAL_SETS[self.config.feature_set][1] * self.sample_rate))
+    def min_duration(self) -> float:
+        return FUNCTIONAL_SETS[self.config.feature_set][1]
 
-    @property
-    def smile(self) -> Any:
-        """The ``opensmile.Smile`` computing the functionals, built once."""
-        if self._smile is None:
-            import opensmile
+    def make_smile(self) -> Any:
+        import opensmile
 
-            self._smile = opensmile.Smile(
-                feature_set=opensmile.FeatureSet[self.config.feature_set],
-                feature_level=opensmile.FeatureLevel.Functionals,
-            )
-        return self._smile
+        return opensmile.Smile(
+            feature_set=opensmile.FeatureSet[self.config.feature_set],
+            feature_level=opensmile.FeatureLevel.Functionals,
+        )
 
     @property
     def names(self) -> list[str]:
@@ -107,14 +88,10 @@ class OpenSmileFunctionals(Extractor):
 
         Raises:
             SampleRateError, AudioError, TooShortAudioError: see
-                :func:`~serkit.features.spectral.check_input` (minimum 25–70 ms by set).
+                :func:`~serkit.features.base.check_input` (minimum 25–70 ms by set).
             FeatureError: openSMILE returned non-finite values or a wrong number of them.
         """
-        x = check_input(audio, self.sample_rate, self.min_samples, self.name)
-        values = self.smile.process_signal(smile_input(x), self.sample_rate).to_numpy(dtype=np.float64)
+        values = self.run_smile(audio)
         if values.shape != (1, self.dim):
             raise FeatureError(f"{self.name}: openSMILE returned shape {values.shape}, expected (1, {self.dim})")
-        if not np.all(np.isfinite(values)):
-            bad = int(np.sum(~np.isfinite(values)))
-            raise FeatureError(f"{self.name}: openSMILE returned {bad} non-finite values")
         return values[0].astype(np.float32)

@@ -43,9 +43,9 @@ import numpy as np
 
 from serkit.audio import Audio
 from serkit.errors import FeatureError
-from serkit.features.base import Extractor, register
+from serkit.features.base import check_choice, check_int, check_option, register
 from serkit.features.deltas import regression_delta
-from serkit.features.spectral import check_choice, check_input, check_int, check_option
+from serkit.features.smile import SmileExtractor
 
 #: LLD sets: number of LLDs, whether openSMILE has a Δ level, shortest input in seconds that
 #: yields finite LLDs (measured with opensmile 2.6 at 16 kHz: 960 samples; the longest window
@@ -56,17 +56,8 @@ LLD_SETS: dict[str, tuple[int, bool, float]] = {
 }
 
 
-def smile_input(x: np.ndarray) -> np.ndarray:
-    """Mono float samples as openSMILE should get them: float32, clipped to ``[-1, 32767/32768]``.
-
-    opensmile-python converts with ``int16(x * 32768)``; without the clip a sample of +1.0 would
-    wrap to -32768.
-    """
-    return np.clip(x, -1.0, 32767.0 / 32768.0).astype(np.float32)
-
-
 @register
-class OpenSmileLLD(Extractor):
+class OpenSmileLLD(SmileExtractor):
     """openSMILE LLDs with Δ and Δ² (module docstring for the rules), frame level, 10 ms hop.
 
     Config:
@@ -93,10 +84,6 @@ class OpenSmileLLD(Extractor):
         delta_source: Literal["opensmile", "regression"] = "opensmile"
         sample_rate: int = 16000
 
-    def __init__(self, config: Any = None, **overrides: Any):
-        self._smile: Any = None
-        super().__init__(config, **overrides)
-
     def check_config(self) -> None:
         c, who = self.config, self.name
         check_choice(who, "feature_set", c.feature_set, tuple(LLD_SETS))
@@ -109,15 +96,6 @@ class OpenSmileLLD(Extractor):
             who,
             f"openSMILE has no Δ level for {c.feature_set}; set delta_source='regression' (or deltas=0)",
         )
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_smile"] = None
-        return state
-
-    @property
-    def sample_rate(self) -> int:
-        return int(self.config.sample_rate)
 
     @property
     def n_lld(self) -> int:
@@ -133,25 +111,20 @@ class OpenSmileLLD(Extractor):
         return 0.010
 
     @property
-    def min_samples(self) -> int:
-        """Fewest input samples that give finite LLDs (60 ms at the configured rate)."""
-        return int(np.ceil(LLD_SETS[self.config.feature_set][2] * self.sample_rate))
+    def min_duration(self) -> float:
+        return LLD_SETS[self.config.feature_set][2]
 
     @property
     def uses_smile_deltas(self) -> bool:
         """Whether Δ comes from openSMILE's own Δ level."""
         return self.config.deltas >= 1 and self.config.delta_source == "opensmile"
 
-    @property
-    def smile(self) -> Any:
-        """The ``opensmile.Smile`` reading the LLD level (and the Δ level when used), built once."""
-        if self._smile is None:
-            import opensmile
+    def make_smile(self) -> Any:
+        """openSMILE reading the LLD level, and the Δ level too when it is used."""
+        import opensmile
 
-            level = "lld;lld_de" if self.uses_smile_deltas else opensmile.FeatureLevel.LowLevelDescriptors
-            feature_set = opensmile.FeatureSet[self.config.feature_set]
-            self._smile = opensmile.Smile(feature_set=feature_set, feature_level=level)
-        return self._smile
+        level = "lld;lld_de" if self.uses_smile_deltas else opensmile.FeatureLevel.LowLevelDescriptors
+        return opensmile.Smile(feature_set=opensmile.FeatureSet[self.config.feature_set], feature_level=level)
 
     @property
     def names(self) -> list[str]:
@@ -167,18 +140,13 @@ class OpenSmileLLD(Extractor):
 
         Raises:
             SampleRateError, AudioError, TooShortAudioError: see
-                :func:`~serkit.features.spectral.check_input` (at least 60 ms are needed).
+                :func:`~serkit.features.base.check_input` (at least 60 ms are needed).
             FeatureError: openSMILE returned non-finite values or an unexpected shape.
         """
-        x = check_input(audio, self.sample_rate, self.min_samples, self.name)
-        table = self.smile.process_signal(smile_input(x), self.sample_rate)
-        values = table.to_numpy(dtype=np.float64)
+        values = self.run_smile(audio)
         expected = self.n_lld * (2 if self.uses_smile_deltas else 1)
-        if values.ndim != 2 or values.shape[1] != expected or values.shape[0] == 0:
+        if values.shape[1] != expected:
             raise FeatureError(f"{self.name}: openSMILE returned shape {values.shape}, expected (frames, {expected})")
-        if not np.all(np.isfinite(values)):
-            bad = int(np.sum(~np.isfinite(values)))
-            raise FeatureError(f"{self.name}: openSMILE returned {bad} non-finite values")
         lld = values[:, : self.n_lld]
         blocks = [lld]
         if self.config.deltas >= 1:
