@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_features.py --root /path/to/emodb [--limit N] [--jobs N]
 
 For each extractor it runs :func:`serkit.features.extract_features` over the first ``--limit``
-files of ``<root>/wav`` and prints
+utterances of the EmoDB copy at ``--root`` (``data/emodb`` or the original WAV release) and prints
 
 - RTF (real-time factor) = wall-clock seconds / seconds of audio, with ``n_jobs=1`` and with
   ``n_jobs=--jobs`` (the worker pool is started by a warm-up call first, so pool start-up is
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import soundfile as sf
 
+from serkit.corpora import load_corpus
 from serkit.features import extract_features, get_extractor
 
 EXTRACTORS: list[tuple[str, str, dict]] = [
@@ -40,12 +40,9 @@ EXTRACTORS: list[tuple[str, str, dict]] = [
 
 
 def emodb_table(root: Path, limit: int | None) -> tuple[pd.DataFrame, float]:
-    """Table of ``root/wav/*.wav`` (sorted, first ``limit``) and their total duration in seconds."""
-    paths = sorted((root / "wav").glob("*.wav"))[:limit]
-    if not paths:
-        sys.exit(f"no WAV files under {root / 'wav'}")
-    seconds = sum(sf.info(str(p)).duration for p in paths)
-    return pd.DataFrame({"utterance_id": [p.stem for p in paths], "path": [str(p) for p in paths]}), seconds
+    """The EmoDB table (WAV or the shipped FLAC copy; first ``limit`` utterances) and its duration in seconds."""
+    table = load_corpus("emodb", root, strict=False).iloc[:limit]
+    return table, float(table["duration"].sum())
 
 
 def timed(table: pd.DataFrame, extractor, **kwargs) -> float:
@@ -59,7 +56,7 @@ def timed(table: pd.DataFrame, extractor, **kwargs) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, required=True, help="EmoDB root (holding wav/)")
+    parser.add_argument("--root", type=Path, required=True, help="EmoDB root (holding wav/), e.g. data/emodb")
     parser.add_argument("--limit", type=int, default=None, help="use the first N files (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes of the parallel run (default 2)")
     args = parser.parse_args(argv)

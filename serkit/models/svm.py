@@ -78,10 +78,10 @@ class LinearSVM(SERModel):
     name = "linear_svm"
     Config = LinearSVMConfig
 
-    def _svm(self, C: float, seed: int) -> SVC:
+    def _svm(self, C: float, seed: int, kernel: str = "linear") -> SVC:
         # break_ties makes predict() the argmax of the one-vs-rest decision values we calibrate.
         return SVC(
-            kernel="linear",
+            kernel=kernel,
             C=C,
             class_weight=self.config.class_weight,
             decision_function_shape="ovr",
@@ -116,8 +116,10 @@ class LinearSVM(SERModel):
         self.inner_ua_: dict[float, float] = {}
         scores_by_c: dict[float, np.ndarray] = {}
         if n_groups >= 2 and (len(grid) > 1 or self.config.calibrate):
+            # One Gram matrix serves every inner fit: the linear kernel is x_i . x_j.
+            gram = data.astype(np.float64) @ data.T.astype(np.float64)
             for C in grid:
-                scores = self._out_of_fold_scores(data, y, np.asarray(groups), C, seed)
+                scores = self._out_of_fold_scores(gram, y, np.asarray(groups), C, seed)
                 scores_by_c[C] = scores
                 self.inner_ua_[C] = float(balanced_accuracy_score(y, scores.argmax(axis=1)))
             # Ties go to the smaller C (the more regularised model).
@@ -128,17 +130,22 @@ class LinearSVM(SERModel):
         self.temperature_ = fit_temperature(scores_by_c[self.C_], y) if self.config.calibrate and scores_by_c else 1.0
         return self
 
-    def _out_of_fold_scores(self, data: np.ndarray, y: np.ndarray, groups: np.ndarray, C: float, seed: int) -> np.ndarray:
-        """Decision values of each training utterance from an SVM trained without its speaker."""
+    def _out_of_fold_scores(self, gram: np.ndarray, y: np.ndarray, groups: np.ndarray, C: float, seed: int) -> np.ndarray:
+        """Decision values of each training utterance from an SVM trained without its speaker.
+
+        ``gram`` is the ``(n, n)`` linear kernel of the training data; the SVMs here are the
+        same linear SVMs as the final one, fitted on slices of it.
+        """
         scores = np.zeros((len(y), len(self.labels_)))
         for speaker in np.unique(groups):
             held = groups == speaker
-            svm = self._svm(C, seed).fit(data[~held], y[~held])
-            scores[held] = self._full_scores(svm, data[held])
+            svm = self._svm(C, seed, kernel="precomputed").fit(gram[np.ix_(~held, ~held)], y[~held])
+            scores[held] = self._full_scores(svm, gram[np.ix_(held, ~held)])
         return scores
 
     def _full_scores(self, svm: SVC, data: np.ndarray) -> np.ndarray:
-        """``(n, K)`` decision values; classes absent from an inner training fold get -inf."""
+        """``(n, K)`` decision values of features (or kernel rows, for a precomputed-kernel SVM);
+        classes absent from an inner training fold get -inf."""
         raw = svm.decision_function(data)
         if raw.ndim == 1:  # two classes: libsvm returns the positive class's margin
             raw = np.stack([-raw, raw], axis=1)
