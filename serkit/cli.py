@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from serkit.errors import AudioError, SerkitError
+from serkit.errors import SerkitError
 
 app = typer.Typer(help="serkit: speech emotion recognition, evaluated speaker-independently.", no_args_is_help=True)
 corpus_app = typer.Typer(help="Inspect corpora.", no_args_is_help=True)
@@ -95,55 +95,152 @@ def train(
     out.print(f"model bundle: {bundle_dir}")
 
 
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
+
+
+def _audio_files(paths: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to the audio files below them (sorted, recursive)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES))
+        else:
+            found.append(path)
+    return found
+
+
+def _inference_config(window: float, hop: float, per_channel: bool, no_vad: bool):
+    from serkit.inference import InferenceConfig
+
+    return InferenceConfig(window=window, hop=hop, per_channel=per_channel, vad=not no_vad)
+
+
+WindowOpt = Annotated[float, typer.Option("--window", help="Longest stretch of speech labelled at once, seconds.")]
+HopOpt = Annotated[float, typer.Option("--hop", help="Step between windows over longer speech, seconds.")]
+PerChannelOpt = Annotated[bool, typer.Option("--per-channel", help="Analyse each channel on its own (stereo: left, right).")]
+NoVadOpt = Annotated[bool, typer.Option("--no-vad", help="Treat the whole recording as speech (no voice activity detection).")]
+
+
 @app.command()
 def predict(
-    model_dir: Annotated[Path, typer.Argument(help="Model bundle folder (from `serkit train`).")],
-    files: Annotated[list[Path], typer.Argument(help="Audio files (WAV, FLAC, …).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="[MODEL_DIR] then audio files or folders of them (WAV, FLAC, OGG, …).", metavar="[MODEL_DIR] FILE..."),
+    ],
+    model_dir: Annotated[Optional[Path], typer.Option("--model", help="Model bundle folder (default: the shipped model).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write <name>.csv, <name>.json and <name>.png per file here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    window: WindowOpt = 3.0,
+    hop: HopOpt = 1.5,
+    per_channel: PerChannelOpt = False,
+    no_vad: NoVadOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Label recordings with a trained model. Bad files are reported and skipped (exit code 1).
+    """Emotion timelines of recordings of any length. Bad files are reported and skipped (exit code 1).
 
-    A bundle trained with speaker normalisation standardises the given files together: pass
-    recordings of one speaker, at least two of them.
+    The model is ``--model DIR``, or a first argument that is a model bundle folder (it holds
+    ``bundle.json``), or else the model shipped with serkit. Speech is found with voice activity detection and labelled in windows; the overall label is
+    the duration-weighted mean over the speech. A bundle trained with speaker normalisation
+    standardises the windows of each channel of a recording together.
     """
+    from rich.progress import Progress
+
     from serkit.audio import load_audio
-    from serkit.bundle import load_bundle
+    from serkit.inference import Recognizer
 
     _setup_logging(True)
+    if model_dir is None and len(files) > 1 and (files[0] / "bundle.json").is_file():
+        model_dir, files = files[0], files[1:]
     try:
-        bundle = load_bundle(model_dir)
+        recognizer = Recognizer(model_dir, _inference_config(window, hop, per_channel, no_vad))
     except SerkitError as exc:
         _fail(exc)
-    good: list[tuple[Path, dict]] = []
+    paths = _audio_files(files)
+    results: list[dict] = []
     errors: dict[Path, str] = {}
-    for path in files:
-        try:
-            good.append((path, bundle.features(load_audio(path))))
-        except AudioError as exc:
-            errors[path] = exc.problem
-    results = []
-    if good:
-        try:
-            proba = bundle.predict([feats for _, feats in good])
-        except SerkitError as exc:
-            _fail(exc)
-        for (path, _), p in zip(good, proba):
-            results.append({"file": str(path), "label": bundle.labels[int(p.argmax())],
-                            "probabilities": {lab: round(float(v), 4) for lab, v in zip(bundle.labels, p)}})
-    results.extend({"file": str(path), "error": message} for path, message in errors.items())
+    with Progress(console=console, transient=True, disable=quiet or len(paths) < 2) as progress:
+        task = progress.add_task("recognising", total=len(paths))
+        for path in paths:
+            try:
+                audio = load_audio(path)
+                timeline = recognizer.recognize(audio)
+                if out_dir is not None:
+                    timeline.write(out_dir, path.stem, audio)
+                results.append({**timeline.to_dict(), "file": str(path)})
+            except SerkitError as exc:
+                errors[path] = getattr(exc, "problem", str(exc))
+            progress.advance(task)
+    labels = recognizer.labels
     if as_json:
-        out.print(json.dumps(results, indent=2))
+        rows = results + [{"file": str(path), "error": message} for path, message in errors.items()]
+        out.print(json.dumps(rows, indent=2))
     else:
-        table = Table("file", "label", *bundle.labels)
+        table = Table("file", "channel", "speech s", "segments", "label", *labels)
         for row in results:
-            if "error" not in row:
-                table.add_row(row["file"], row["label"], *(f"{v:.2f}" for v in row["probabilities"].values()))
+            for channel, overall in row["per_channel"].items():
+                n = sum(seg["channel"] == channel for seg in row["segments"])
+                if overall is None:
+                    table.add_row(row["file"], channel, "0.0", "0", "(no speech)", *("" for _ in labels))
+                else:
+                    table.add_row(row["file"], channel, f"{overall['speech_s']:.1f}", str(n), overall["label"],
+                                  *(f"{overall['probabilities'][lab]:.2f}" for lab in labels))
         if table.row_count:
             out.print(table)
         for path, message in errors.items():
             console.print(f"[red]skipped[/] {path}: {message}")
+        if out_dir is not None and results:
+            out.print(f"timelines: {out_dir}")
     if errors:
         raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    model_dir: Annotated[Optional[Path], typer.Argument(help="Model bundle folder (default: the shipped model).")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes the service to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest accepted upload in MiB.")] = 20.0,
+    max_duration: Annotated[float, typer.Option("--max-duration", help="Longest accepted recording in seconds.")] = 600.0,
+    workers: Annotated[int, typer.Option("--workers", help="Recognitions running at once (threads).")] = 4,
+    window: WindowOpt = 3.0,
+    hop: HopOpt = 1.5,
+) -> None:
+    """Serve the HTTP API (POST /v1/recognize, GET /healthz, /docs) and the web page at /."""
+    try:
+        from serkit.service import ServiceLimits
+        from serkit.service import serve as run_service
+    except ImportError as exc:
+        _fail(ImportError(f"`serkit serve` needs the serve extra: pip install 'serkit[serve]' ({exc})"))
+
+    try:
+        limits = ServiceLimits(int(max_upload_mb * 1024 * 1024), max_duration, workers)
+        config = _inference_config(window, hop, False, False)
+        console.print(f"serkit: serving on http://{host}:{port}/ (API docs at /docs)")
+        run_service(model_dir, host=host, port=port, limits=limits, config=config)
+    except SerkitError as exc:
+        _fail(exc)
+
+
+@app.command()
+def export(
+    model_dir: Annotated[Path, typer.Argument(help="Model bundle folder of a neural model.")],
+    onnx: Annotated[bool, typer.Option("--onnx", help="Export the network to ONNX (the only format so far).")] = False,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default MODEL_DIR/model.onnx).")] = None,
+    exporter: Annotated[str, typer.Option("--exporter", help="auto (torch.export, else TorchScript), dynamo or torchscript.")] = "auto",
+) -> None:
+    """Export a neural model bundle's network to ONNX and check it against PyTorch with onnxruntime."""
+    from serkit.export import export_onnx
+
+    if not onnx:
+        _fail(ValueError("choose an export format: --onnx"))
+    try:
+        report = export_onnx(model_dir, out_file, exporter=exporter)
+    except SerkitError as exc:
+        _fail(exc)
+    except ImportError as exc:
+        _fail(ImportError(f"`serkit export` needs the export extra: pip install 'serkit[export]' ({exc})"))
+    out.print(f"ONNX model: {report['path']} ({report['exporter']} exporter; inputs {', '.join(report['inputs'])}; "
+              f"max |p_onnx - p_torch| = {report['max_abs_diff']:.2e})")
 
 
 @corpus_app.command("info")

@@ -181,12 +181,14 @@ def test_cli_predict_reports_bad_files_and_goes_on(bundle_dir, tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
     good = SHIPPED_EMODB / "wav" / "03a01Wa.flac"
-    result = runner.invoke(app, ["predict", str(bundle_dir), str(good), str(bad), "--json"])
-    assert result.exit_code == 1
-    rows = json.loads(result.stdout)
-    assert rows[0]["file"] == str(good) and rows[0]["label"] in load_bundle(bundle_dir).labels
-    assert sum(rows[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
-    assert rows[1]["file"] == str(bad) and "cannot decode" in rows[1]["error"]
+    # Both forms name the model: `--model DIR` and a bundle folder as the first argument.
+    for args in (["predict", str(good), str(bad), "--model", str(bundle_dir)], ["predict", str(bundle_dir), str(good), str(bad)]):
+        result = runner.invoke(app, [*args, "--json"])
+        assert result.exit_code == 1
+        rows = json.loads(result.stdout)
+        assert rows[0]["file"] == str(good) and rows[0]["label"] in load_bundle(bundle_dir).labels
+        assert sum(rows[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert rows[1]["file"] == str(bad) and "cannot decode" in rows[1]["error"]
 
 
 def test_cli_corpus_info_counts(emodb_root):

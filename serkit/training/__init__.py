@@ -1,1 +1,1 @@
-"""Training of serkit's neural models (needs the ``torch`` extra: ``pip install 'serkit[torch]'``)."""
+"""Training of serkit's neural models: the shared trainer in :mod:`serkit.training.trainer`."""

@@ -1,0 +1,180 @@
+"""Load test of ``serkit serve`` on loopback: requests/s and p50/p95 latency, failures counted.
+
+Starts the service (shipped default model) in a child process on 127.0.0.1 and a free port,
+then for 1, 4 and 16 concurrent clients sends a 3.0-second real EmoDB recording, first alone,
+then with malformed uploads mixed in (every other request: not audio, truncated header, empty,
+an image content type, a 20-minute FLAC of silence, NaN samples). Every run is bounded in
+request count and wall time and only ever talks to 127.0.0.1. Good requests must all answer
+200 and malformed ones a 4xx; anything else is a failure and the script exits 1.
+
+Usage::
+
+    python benchmarks/bench_service.py [--requests 48] [--levels 1 4 16] [--workers 4]
+        [--emodb ../shared/corpora/emodb] [--json results/bench_service.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+RUN_LIMIT_S = 300.0  # per (level, mix) run
+
+
+def three_second_file(emodb: Path) -> bytes:
+    """The first 3.0 s of EmoDB 16b10Lb (speaker 16, 3.44 s) as 16-bit WAV."""
+    x, rate = sf.read(emodb / "wav" / "16b10Lb.wav", dtype="float32")
+    buf = io.BytesIO()
+    sf.write(buf, x[: 3 * rate], rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def malformed(good: bytes) -> list[tuple[str, bytes, str]]:
+    """(name, bytes, content type) of uploads the service must refuse with a 4xx."""
+    nan = np.zeros(16000, np.float32)
+    nan[10] = np.nan
+    bufs = {}
+    for key, x, fmt, subtype in (("nan", nan, "WAV", "FLOAT"), ("bomb", np.zeros(16000 * 1200, np.float32), "FLAC", "PCM_16")):
+        buf = io.BytesIO()
+        sf.write(buf, x, 16000, format=fmt, subtype=subtype)
+        bufs[key] = buf.getvalue()
+    return [
+        ("notes.wav", b"this is not audio " * 50, "audio/wav"),
+        ("cut.wav", good[:40], "audio/wav"),
+        ("empty.wav", b"", "audio/wav"),
+        ("picture.png", good, "image/png"),
+        ("bomb.flac", bufs["bomb"], "audio/flac"),
+        ("nan.wav", bufs["nan"], "audio/wav"),
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def start_server(port: int, workers: int) -> subprocess.Popen:
+    code = (
+        "import sys; from serkit.cli import app; "
+        f"sys.argv = ['serkit', 'serve', '--host', '{HOST}', '--port', '{port}', '--workers', '{workers}']; app()"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://{HOST}:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.25)
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError("the service did not start within 120 s")
+
+
+async def run_level(url: str, clients: int, total: int, good: bytes, bad: list | None) -> dict:
+    """``total`` requests from ``clients`` concurrent clients; every other one malformed if ``bad``."""
+    jobs: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(total):
+        jobs.put_nowait(i)
+    latencies: list[float] = []
+    failures: list[str] = []
+    refused = 0
+    started = time.perf_counter()
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal refused
+        while not jobs.empty() and time.perf_counter() - started < RUN_LIMIT_S:
+            i = jobs.get_nowait()
+            is_bad = bad is not None and i % 2 == 1
+            name, data, ctype = bad[(i // 2) % len(bad)] if is_bad else ("speech.wav", good, "audio/wav")
+            t0 = time.perf_counter()
+            try:
+                r = await http.post(f"{url}/v1/recognize", files={"file": (name, data, ctype)}, params={"windows": "false"})
+                status = r.status_code
+            except httpx.HTTPError as exc:
+                failures.append(f"{name}: {type(exc).__name__}")
+                continue
+            if is_bad:
+                refused += 1
+                if not 400 <= status < 500:
+                    failures.append(f"{name}: status {status}")
+            else:
+                latencies.append(time.perf_counter() - t0)
+                if status != 200:
+                    failures.append(f"{name}: status {status}")
+
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    wall = time.perf_counter() - started
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    return {
+        "clients": clients,
+        "malformed_mixed_in": bad is not None,
+        "good_requests": len(latencies),
+        "malformed_requests": refused,
+        "failures": failures,
+        "wall_s": round(wall, 2),
+        "good_per_s": round(len(latencies) / wall, 2),
+        "p50_ms": round(float(np.percentile(lat, 50)) * 1000, 1),
+        "p95_ms": round(float(np.percentile(lat, 95)) * 1000, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=48, help="requests per run (bounded)")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--workers", type=int, default=4, help="the service's recognition threads")
+    parser.add_argument("--emodb", type=Path, default=REPO.parent / "shared" / "corpora" / "emodb")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+
+    good = three_second_file(args.emodb)
+    bad = malformed(good)
+    port = free_port()
+    proc = start_server(port, args.workers)
+    url = f"http://{HOST}:{port}"
+    results = []
+    try:
+        for mixed in (False, True):
+            for clients in args.levels:
+                asyncio.run(run_level(url, clients, min(4, args.requests), good, None))  # warm-up, not counted
+                res = asyncio.run(run_level(url, clients, args.requests, good, bad if mixed else None))
+                results.append(res)
+                print(json.dumps(res), flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print(f"\n{platform.node()}: {os.cpu_count()} CPUs, service with {args.workers} worker threads, 3.0 s WAV\n")
+    print("| clients | malformed mixed in | good requests | good req/s | p50 ms | p95 ms | malformed refused (4xx) | failures |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['clients']} | {'yes' if r['malformed_mixed_in'] else 'no'} | {r['good_requests']} | {r['good_per_s']} "
+              f"| {r['p50_ms']} | {r['p95_ms']} | {r['malformed_requests']} | {len(r['failures'])} |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if any(r["failures"] for r in results):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Export a neural model bundle's network to ONNX (``serkit export MODEL_DIR --onnx``).
+
+Works for any :class:`~serkit.training.trainer.TorchSERModel`: its module takes the batch dict
+that :meth:`~serkit.training.trainer.TorchSERModel.make_batch` builds (``(B, dims)`` utterance
+features, ``(B, T, dims)`` frame features with ``<key>_lengths`` ``(B,)`` int64) and returns logits.
+The exported graph takes those tensors as named inputs, in the order ``make_batch`` produces
+them, with the batch size and every frame count dynamic, and returns ``probabilities`` ``(B, K)``
+(softmax of the logits, float32). The class order and the bundle's feature description are
+stored in the ONNX metadata (``serkit_labels``, ``serkit_features``, JSON). Features must be
+computed and normalised as :meth:`serkit.bundle.Bundle.predict` does before they go in.
+
+After writing, the file is run with onnxruntime on a fresh batch of another size and length and
+compared with PyTorch; a difference above ``tolerance`` is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serkit.bundle import load_bundle
+from serkit.errors import BundleError
+from serkit.io import atomic_write_bytes
+
+OUTPUT = "probabilities"
+
+
+def _dummy_inputs(model: Any, levels: dict[str, str], n: int, frames: tuple[int, ...], seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    X: dict[str, Any] = {}
+    for key, dim in model.dims_.items():
+        if levels.get(key) == "frame":
+            X[key] = [rng.standard_normal((frames[i % len(frames)], dim)).astype(np.float32) for i in range(n)]
+        else:
+            X[key] = rng.standard_normal((n, dim)).astype(np.float32)
+    return X
+
+
+EXPORTERS = ("auto", "dynamo", "torchscript")
+
+
+def export_onnx(
+    model_dir: str | Path,
+    out_file: str | Path | None = None,
+    *,
+    exporter: str = "auto",
+    tolerance: float = 1e-4,
+) -> dict[str, Any]:
+    """Write ``model_dir``'s network as ONNX and check it against PyTorch with onnxruntime.
+
+    Args:
+        model_dir: bundle folder of a neural model (a ``TorchSERModel``).
+        out_file: ONNX file to write (default ``model_dir/model.onnx``).
+        exporter: ``"dynamo"`` (``torch.export``, PyTorch's default; thorough but slow, about a
+            minute on two busy cores), ``"torchscript"`` (the older tracing exporter, seconds) or
+            ``"auto"`` (dynamo, falling back to TorchScript if it fails).
+        tolerance: largest accepted ``|p_onnx - p_torch|`` on the check batch.
+
+    Returns:
+        ``{"path", "inputs", "labels", "exporter", "max_abs_diff"}``.
+
+    Raises:
+        BundleError: the bundle is not a neural model, the export fails, or the parity check
+            exceeds ``tolerance`` (the file is then not written), or ``exporter`` is unknown.
+    """
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from torch import nn
+
+    from serkit.training.trainer import TorchSERModel
+
+    if exporter not in EXPORTERS:
+        raise BundleError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
+    bundle = load_bundle(model_dir)
+    model = bundle.model
+    if not isinstance(model, TorchSERModel):
+        raise BundleError(
+            f"{model_dir}: ONNX export is for neural models (TorchSERModel); "
+            f"{bundle.meta['model']['name']!r} is not one"
+        )
+    levels = {key: spec["level"] for key, spec in bundle.meta["features"].items()}
+    rng = np.random.default_rng(0)
+    X = _dummy_inputs(model, levels, 2, (64, 48), seed=0)
+    batch = model.make_batch(X, np.arange(2), train=False, rng=rng)
+    names = list(batch)
+    module = model.module_.cpu().eval()
+
+    class Wrapped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.inner(dict(zip(names, tensors))), dim=1)
+
+    wrapped = Wrapped().eval()
+    args = tuple(batch[k] for k in names)
+    batch_dim = torch.export.Dim("batch", min=1)
+    frame_dims = {k: torch.export.Dim(f"{k}_frames", min=1) for k in names if batch[k].ndim == 3}
+    shapes = tuple({0: batch_dim, 1: frame_dims[k]} if k in frame_dims else {0: batch_dim} for k in names)
+    target = Path(out_file or Path(model_dir) / "model.onnx")
+    tries = {"auto": (True, False), "dynamo": (True,), "torchscript": (False,)}[exporter]
+    used, errors = None, []
+    with tempfile.TemporaryDirectory() as scratch:
+        raw = Path(scratch) / "model.onnx"
+        for dynamo in tries:
+            kwargs: dict[str, Any] = {"input_names": names, "output_names": [OUTPUT], "dynamo": dynamo}
+            if dynamo:
+                kwargs["dynamic_shapes"] = {"tensors": shapes}  # forward(*tensors)
+                kwargs["verbose"] = False
+            else:
+                kwargs["dynamic_axes"] = {
+                    **{k: ({0: "batch", 1: f"{k}_frames"} if k in frame_dims else {0: "batch"}) for k in names},
+                    OUTPUT: {0: "batch"},
+                }
+            try:
+                with torch.no_grad():
+                    torch.onnx.export(wrapped, args, str(raw), **kwargs)
+                used = "dynamo" if dynamo else "torchscript"
+                break
+            except Exception as exc:  # noqa: BLE001 - any exporter failure: try the other, then report both
+                errors.append(f"{'dynamo' if dynamo else 'torchscript'}: {type(exc).__name__}: {exc}")
+        if used is None:
+            raise BundleError(f"{model_dir}: ONNX export failed ({'; '.join(errors)})")
+        proto = onnx.load(str(raw))
+    meta = {"serkit_labels": json.dumps(model.labels_), "serkit_features": json.dumps(bundle.meta["features"])}
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    data = proto.SerializeToString()
+
+    # Parity on a batch of another size and other lengths than the one traced.
+    check = _dummy_inputs(model, levels, 3, (80, 53, 67), seed=1)
+    check_batch = model.make_batch(check, np.arange(3), train=False, rng=np.random.default_rng(1))
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT], {k: check_batch[k].numpy() for k in names})[0]
+    with torch.no_grad():
+        want = wrapped(*(check_batch[k] for k in names)).numpy()
+    diff = float(np.max(np.abs(got - want)))
+    if not diff <= tolerance:
+        raise BundleError(f"{model_dir}: ONNX output differs from PyTorch by {diff:.3g} (> {tolerance:g}); not written")
+    atomic_write_bytes(target, data)
+    return {"path": str(target), "inputs": names, "labels": list(model.labels_), "exporter": used, "max_abs_diff": diff}

@@ -1,0 +1,485 @@
+"""Emotion timelines of real recordings of any length.
+
+The path from a recording to a timeline, each step a function:
+
+1. **channels** — the down-mix of all channels (``"mix"``) or, with ``per_channel``, each channel on
+   its own (``"left"``/``"right"`` for stereo, ``"ch1"``, ``"ch2"``, … otherwise): two speakers on
+   two channels is the common call-centre layout;
+2. **voice activity** (:class:`SileroVAD`) — the Silero VAD model shipped inside the ``silero-vad``
+   PyPI package (its ONNX "sequence" export, run with onnxruntime, SHA-256 checked) gives a speech
+   probability every 32 ms of the channel resampled to 16 kHz; silero's own hysteresis turns them
+   into speech segments (``vad_threshold``; pauses shorter than ``min_silence`` seconds stay
+   inside a segment, segments shorter than ``min_speech`` are dropped, ``speech_pad`` seconds
+   are added on each side);
+3. **windows** (:func:`window_spans`) — a speech segment up to ``window`` seconds long is one
+   window; a longer one is covered by ``window``-second windows every ``hop`` seconds, the last
+   window ending at the segment's end;
+4. **probabilities** — each window's features (:meth:`Bundle.features`, at the recording's native
+   rate: the bundle resamples per extractor) go through :meth:`Bundle.predict`; the windows of a
+   channel are predicted together as one speaker (what a speaker-normalised bundle needs);
+5. **timeline** (:func:`timeline_segments`) — overlapping windows become non-overlapping pieces
+   (the boundary between two consecutive windows is the middle of their overlap), and adjacent
+   pieces *within one speech segment* with the same most probable label are merged, their
+   probabilities averaged weighted by duration (the argmax of such an average is the shared
+   label). Pieces are never merged across a pause, so every timeline segment lies inside one
+   stretch of speech.
+
+Times are seconds from the start of the recording. :class:`Timeline` holds the tables and writes
+CSV, JSON and a PNG plot (matplotlib, Agg backend).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from serkit.audio import Audio, load_audio
+from serkit.bundle import Bundle, load_bundle
+from serkit.errors import BundleError, ConfigError
+from serkit.io import atomic_write_bytes, atomic_write_text
+
+#: The bundle shipped inside the package (built by ``scripts/build_default_model.py``).
+DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
+
+#: Silero VAD weights inside the ``silero-vad`` package (pinned 6.2.3) and their SHA-256.
+VAD_PACKAGE = "silero_vad.data"
+VAD_FILE = "silero_vad_16k_sequence.onnx"
+VAD_SHA256 = "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85"
+VAD_RATE = 16000
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How a recording becomes a timeline (module docstring). Times in seconds.
+
+    Attributes:
+        window: longest stretch of speech labelled at once; longer speech is windowed.
+        hop: step between window starts; ``hop <= window``.
+        vad: find speech with Silero VAD; ``False`` treats the whole recording as speech.
+        vad_threshold: speech probability that starts a segment (silero's ``threshold``; the
+            segment ends below ``threshold - 0.15``).
+        min_speech: shortest speech segment kept.
+        min_silence: shortest pause that ends a segment.
+        speech_pad: padding added on both sides of a segment.
+        per_channel: analyse each channel on its own instead of the down-mix.
+        merge: merge adjacent same-label pieces of one speech segment.
+    """
+
+    window: float = 3.0
+    hop: float = 1.5
+    vad: bool = True
+    vad_threshold: float = 0.5
+    min_speech: float = 0.25
+    min_silence: float = 0.4
+    speech_pad: float = 0.1
+    per_channel: bool = False
+    merge: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("window", "hop", "vad_threshold", "min_speech", "min_silence", "speech_pad"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ConfigError(f"inference: {name} must be a finite number, got {value!r}")
+        if self.window <= 0 or self.hop <= 0 or self.hop > self.window:
+            raise ConfigError(f"inference: need 0 < hop <= window, got window={self.window}, hop={self.hop}")
+        if not 0 < self.vad_threshold < 1:
+            raise ConfigError(f"inference: vad_threshold must lie in (0, 1), got {self.vad_threshold}")
+        if min(self.min_speech, self.min_silence, self.speech_pad) < 0:
+            raise ConfigError("inference: min_speech, min_silence and speech_pad must be >= 0")
+
+
+# --------------------------------------------------------------------------- voice activity
+
+
+class SileroVAD:
+    """Silero VAD from the installed ``silero-vad`` package, run with onnxruntime.
+
+    The ONNX session is created once and shared: :meth:`speech_segments` keeps its recurrent
+    state in local variables, so concurrent calls from several threads are safe. Nothing is
+    downloaded; the weight file's SHA-256 is checked against :data:`VAD_SHA256`.
+
+    Raises:
+        BundleError: the package is missing or its weight file differs from the pinned one.
+    """
+
+    def __init__(self) -> None:
+        try:
+            from silero_vad.sequence_vad import SileroVADSequence
+        except ImportError as exc:
+            raise BundleError("voice activity detection needs the silero-vad package (pip install silero-vad==6.2.3)") from exc
+        path = Path(str(resources.files(VAD_PACKAGE).joinpath(VAD_FILE)))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != VAD_SHA256:
+            raise BundleError(f"{path}: SHA-256 {digest} is not the pinned silero-vad 6.2.3 model {VAD_SHA256}")
+        self.path = path
+        self._model = SileroVADSequence(str(path), sampling_rate=VAD_RATE)
+
+    def speech_probabilities(self, mono: Audio) -> np.ndarray:
+        """Speech probability of every 32 ms frame (512 samples at 16 kHz), float32 ``(frames,)``.
+
+        Args:
+            mono: ``(1, n)`` recording at 16 kHz.
+
+        Raises:
+            SampleRateError: not 16 kHz (resample first).
+            ConfigError: more than one channel.
+        """
+        from serkit.audio import require_rate
+
+        require_rate(mono, VAD_RATE, "Silero VAD")
+        if mono.channels != 1:
+            raise ConfigError(f"Silero VAD takes one channel, got {mono.channels}")
+        return self._model.audio_forward(mono.samples[0], sampling_rate=VAD_RATE)
+
+    def speech_segments(self, mono: Audio, config: InferenceConfig) -> list[tuple[float, float]]:
+        """Speech ``(start, end)`` pairs in seconds, in order, of a mono recording at any rate.
+
+        The recording is resampled to 16 kHz for the model (the times refer to the original).
+        """
+        from silero_vad import get_speech_timestamps_from_probs
+
+        mono16 = mono.resample(VAD_RATE)
+        probs = self.speech_probabilities(mono16)
+        stamps = get_speech_timestamps_from_probs(
+            probs.tolist(),
+            sampling_rate=VAD_RATE,
+            threshold=config.vad_threshold,
+            min_speech_duration_ms=config.min_speech * 1000,
+            min_silence_duration_ms=config.min_silence * 1000,
+            speech_pad_ms=config.speech_pad * 1000,
+            audio_length_samples=mono16.n_samples,
+        )
+        return [(s["start"] / VAD_RATE, s["end"] / VAD_RATE) for s in stamps]
+
+
+_VAD: SileroVAD | None = None
+_VAD_LOCK = threading.Lock()
+
+
+def shared_vad() -> SileroVAD:
+    """The process-wide :class:`SileroVAD`, loaded on first use."""
+    global _VAD
+    with _VAD_LOCK:
+        if _VAD is None:
+            _VAD = SileroVAD()
+        return _VAD
+
+
+# --------------------------------------------------------------------------- windows and timeline
+
+
+def window_spans(start: float, end: float, window: float, hop: float) -> list[tuple[float, float]]:
+    """Windows covering the speech segment ``[start, end]`` (seconds).
+
+    A segment no longer than ``window`` is one window. Otherwise windows of length ``window``
+    start every ``hop`` seconds while they fit, and one more window ends exactly at ``end`` if
+    the last one did not reach it. Consecutive windows therefore overlap by at least
+    ``window - hop`` seconds and together cover ``[start, end]``.
+
+    Raises:
+        ConfigError: ``end <= start`` or not ``0 < hop <= window``.
+    """
+    if not end > start:
+        raise ConfigError(f"window_spans: empty segment [{start}, {end}]")
+    if not 0 < hop <= window:
+        raise ConfigError(f"window_spans: need 0 < hop <= window, got {hop}, {window}")
+    if end - start <= window:
+        return [(start, end)]
+    spans = []
+    t = start
+    while t + window <= end + 1e-9:
+        spans.append((t, t + window))
+        t += hop
+    if spans[-1][1] < end - 1e-9:
+        spans.append((end - window, end))
+    return spans
+
+
+def timeline_segments(windows: pd.DataFrame, labels: Sequence[str], *, merge: bool = True) -> pd.DataFrame:
+    """Turn overlapping windows into a non-overlapping, optionally merged timeline.
+
+    Args:
+        windows: one row per window, columns ``channel``, ``segment`` (speech segment index),
+            ``start``, ``end`` (seconds) and ``p_<label>`` for every label, windows of a speech
+            segment in time order.
+        labels: the class order.
+        merge: merge adjacent pieces of the same speech segment that share their label.
+
+    Returns:
+        Columns ``channel``, ``segment``, ``start``, ``end``, ``label``, ``p_<label>``...; pieces
+        of one channel do not overlap. A merged row's probabilities are the duration-weighted
+        mean of its pieces'.
+    """
+    prob_cols = [f"p_{lab}" for lab in labels]
+    rows: list[dict[str, Any]] = []
+    for (channel, segment), group in windows.groupby(["channel", "segment"], sort=False):
+        starts, ends = group["start"].to_numpy(), group["end"].to_numpy()
+        probs = group[prob_cols].to_numpy(dtype=float)
+        # Piece i runs from the middle of its overlap with window i-1 to the middle of its overlap with i+1.
+        cuts = [starts[0], *((starts[1:] + ends[:-1]) / 2), ends[-1]]
+        pieces: list[dict[str, Any]] = []
+        for i in range(len(group)):
+            k = int(np.argmax(probs[i]))
+            piece = {"start": float(cuts[i]), "end": float(cuts[i + 1]), "k": k, "p": probs[i]}
+            last = pieces[-1] if pieces else None
+            if merge and last is not None and last["k"] == k:
+                a, b = last["end"] - last["start"], piece["end"] - piece["start"]
+                last["p"] = (last["p"] * a + piece["p"] * b) / (a + b)
+                last["end"] = piece["end"]
+            else:
+                pieces.append(piece)
+        for piece in pieces:
+            row = {"channel": channel, "segment": int(segment), "start": piece["start"], "end": piece["end"],
+                   "label": labels[int(np.argmax(piece["p"]))]}
+            row.update(zip(prob_cols, piece["p"].tolist()))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["channel", "segment", "start", "end", "label", *prob_cols])
+
+
+@dataclass
+class Timeline:
+    """The emotion timeline of one recording.
+
+    Attributes:
+        labels: class order of the ``p_<label>`` columns.
+        duration: recording length in seconds.
+        sample_rate: the recording's rate in Hz.
+        channels: analysed channel names (``["mix"]``, ``["left", "right"]``, …).
+        speech: voice activity, columns ``channel``, ``segment``, ``start``, ``end``.
+        windows: per-window probabilities, columns ``channel``, ``segment``, ``start``, ``end``,
+            ``label``, ``p_<label>``...
+        segments: the timeline (see :func:`timeline_segments`), same columns as ``windows``.
+        config: the :class:`InferenceConfig` used.
+        source: the file name, if known.
+    """
+
+    labels: list[str]
+    duration: float
+    sample_rate: int
+    channels: list[str]
+    speech: pd.DataFrame
+    windows: pd.DataFrame
+    segments: pd.DataFrame
+    config: InferenceConfig
+    source: str | None = None
+
+    def overall(self, channel: str | None = None) -> dict[str, Any] | None:
+        """Duration-weighted mean probabilities over the timeline (one channel or all).
+
+        Returns:
+            ``{"label", "probabilities": {label: p}, "speech_s"}``, or ``None`` when no speech
+            was found.
+        """
+        seg = self.segments if channel is None else self.segments[self.segments["channel"] == channel]
+        weights = (seg["end"] - seg["start"]).to_numpy(dtype=float)
+        if len(seg) == 0 or weights.sum() <= 0:
+            return None
+        mean = weights @ seg[[f"p_{lab}" for lab in self.labels]].to_numpy(dtype=float) / weights.sum()
+        return {"label": self.labels[int(np.argmax(mean))],
+                "probabilities": {lab: float(p) for lab, p in zip(self.labels, mean)},
+                "speech_s": float(weights.sum())}
+
+    def _records(self, table: pd.DataFrame) -> list[dict[str, Any]]:
+        out = []
+        for row in table.itertuples(index=False):
+            d = row._asdict()
+            out.append({"channel": d["channel"], "segment": int(d["segment"]), "start": round(float(d["start"]), 3),
+                        "end": round(float(d["end"]), 3), "label": d["label"],
+                        "probabilities": {lab: round(float(d[f"p_{lab}"]), 4) for lab in self.labels}})
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: file facts, overall result, per-channel results, segments, windows, speech."""
+        overall = self.overall()
+        return {
+            "file": self.source,
+            "duration": round(self.duration, 3),
+            "sample_rate": self.sample_rate,
+            "labels": self.labels,
+            "channels": self.channels,
+            "label": overall["label"] if overall else None,
+            "probabilities": overall["probabilities"] if overall else None,
+            "per_channel": {ch: self.overall(ch) for ch in self.channels},
+            "segments": self._records(self.segments),
+            "windows": self._records(self.windows),
+            "speech": [{"channel": r.channel, "start": round(r.start, 3), "end": round(r.end, 3)}
+                       for r in self.speech.itertuples(index=False)],
+            "config": dataclasses.asdict(self.config),
+        }
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    def to_csv(self) -> str:
+        """The timeline table (``segments``) as CSV text, times in seconds."""
+        return self.segments.to_csv(index=False, float_format="%.4f")
+
+    def write(self, out_dir: str | Path, stem: str, audio: Audio | None = None) -> dict[str, Path]:
+        """Write ``<stem>.csv``, ``<stem>.json`` and ``<stem>.png`` into ``out_dir`` (created), atomically."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return {
+            "csv": atomic_write_text(out_dir / f"{stem}.csv", self.to_csv()),
+            "json": atomic_write_text(out_dir / f"{stem}.json", self.to_json() + "\n"),
+            "png": atomic_write_bytes(out_dir / f"{stem}.png", plot_timeline(self, audio)),
+        }
+
+
+# --------------------------------------------------------------------------- recognition
+
+
+def split_channels(audio: Audio, per_channel: bool) -> list[tuple[str, Audio]]:
+    """The analysed parts of ``audio``: ``[("mix", audio)]`` (all channels, for the bundle to
+    down-mix or select), or with ``per_channel`` one mono part per channel named ``left``/``right``
+    (stereo) or ``ch1``, ``ch2``, … (more channels). A mono recording is always ``"mix"``."""
+    if not per_channel or audio.channels == 1:
+        return [("mix", audio)]
+    names = ["left", "right"] if audio.channels == 2 else [f"ch{i + 1}" for i in range(audio.channels)]
+    return [(name, Audio(audio.samples[i : i + 1], audio.sample_rate, audio.path)) for i, name in enumerate(names)]
+
+
+class Recognizer:
+    """A model bundle plus voice activity detection, loaded once, safe to share between threads.
+
+    Args:
+        bundle: a loaded :class:`Bundle`, a bundle folder, or ``None`` for the default model
+            shipped in the package (:data:`DEFAULT_MODEL`).
+        config: the :class:`InferenceConfig` (defaults if ``None``).
+
+    Raises:
+        BundleError: the bundle cannot be loaded, or the VAD model is missing or altered.
+    """
+
+    def __init__(self, bundle: Bundle | str | Path | None = None, config: InferenceConfig | None = None):
+        if bundle is None:
+            bundle = DEFAULT_MODEL
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.config = config or InferenceConfig()
+        self.vad = shared_vad() if self.config.vad else None
+
+    @property
+    def labels(self) -> list[str]:
+        """The bundle's class order."""
+        return self.bundle.labels
+
+    def recognize(self, audio: Audio, config: InferenceConfig | None = None) -> Timeline:
+        """The emotion timeline of ``audio`` (any rate, any number of channels, any length).
+
+        Args:
+            audio: the recording; the ``"mix"`` analysis gives the bundle all channels (it
+                selects or down-mixes them as in training), ``per_channel`` gives it one.
+            config: overrides the recognizer's config for this call.
+
+        Returns:
+            A :class:`Timeline`; a channel without detected speech has no rows.
+
+        Raises:
+            AudioError: a window cannot be used by the bundle's extractors.
+            ConfigError: a speaker-normalised bundle gets fewer windows than it needs.
+            BundleError: ``config.vad`` is on and the VAD model (loaded on first use) is missing
+                or altered.
+        """
+        cfg = config or self.config
+        if cfg.vad and self.vad is None:
+            self.vad = shared_vad()
+        prob_cols = [f"p_{lab}" for lab in self.labels]
+        speech_rows, window_rows = [], []
+        for name, part in split_channels(audio, cfg.per_channel):
+            mono = part.downmix()
+            spans = self.vad.speech_segments(mono, cfg) if cfg.vad else [(0.0, part.duration)]
+            rows, feats = [], []
+            for seg, (start, end) in enumerate(spans):
+                speech_rows.append({"channel": name, "segment": seg, "start": start, "end": end})
+                for a, b in window_spans(start, end, cfg.window, cfg.hop):
+                    rows.append({"channel": name, "segment": seg, "start": a, "end": b})
+                    feats.append(self.bundle.features(part.slice(a, b)))
+            if rows:
+                proba = self.bundle.predict(feats, speaker=name)
+                for row, p in zip(rows, proba):
+                    row["label"] = self.labels[int(np.argmax(p))]
+                    row.update(zip(prob_cols, p.tolist()))
+                window_rows.extend(rows)
+        columns = ["channel", "segment", "start", "end", "label", *prob_cols]
+        windows = pd.DataFrame(window_rows, columns=columns)
+        return Timeline(
+            labels=list(self.labels),
+            duration=audio.duration,
+            sample_rate=audio.sample_rate,
+            channels=[name for name, _ in split_channels(audio, cfg.per_channel)],
+            speech=pd.DataFrame(speech_rows, columns=["channel", "segment", "start", "end"]),
+            windows=windows,
+            segments=timeline_segments(windows, self.labels, merge=cfg.merge),
+            config=cfg,
+            source=audio.path,
+        )
+
+    def recognize_file(self, path: str | Path, config: InferenceConfig | None = None) -> Timeline:
+        """:meth:`recognize` of a file read with :func:`~serkit.audio.load_audio`.
+
+        Raises:
+            UnreadableAudioError, EmptyAudioError, TooShortAudioError, NonFiniteAudioError,
+            OutOfRangeAudioError: as :func:`~serkit.audio.load_audio`; otherwise as :meth:`recognize`.
+        """
+        return self.recognize(load_audio(path), config)
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def plot_timeline(timeline: Timeline, audio: Audio | None = None) -> bytes:
+    """A PNG picture of the timeline: one panel per channel.
+
+    Each panel shows the per-class probabilities of the timeline segments as steps, the labelled
+    segments as coloured bars along the top, and, when ``audio`` is given, the waveform envelope
+    in grey behind them. Uses matplotlib's Agg backend (no display needed).
+
+    Returns:
+        The PNG file's bytes.
+    """
+    from matplotlib.figure import Figure
+
+    colours = {lab: f"C{i}" for i, lab in enumerate(timeline.labels)}
+    n = len(timeline.channels)
+    fig = Figure(figsize=(10, 1.2 + 2.2 * n), dpi=100, layout="constrained")
+    axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
+    sources = dict(split_channels(audio, timeline.config.per_channel)) if audio is not None else {}
+    for ax, channel in zip(axes, timeline.channels):
+        if channel in sources:
+            mono = sources[channel].downmix().samples[0]
+            step = max(1, len(mono) // 4000)
+            env = np.abs(mono[: len(mono) // step * step]).reshape(-1, step).max(axis=1)
+            t = (np.arange(len(env)) * step) / sources[channel].sample_rate
+            ax.fill_between(t, 0, env / max(float(env.max()), 1e-9), color="0.85", lw=0, label="_wave")
+        seg = timeline.segments[timeline.segments["channel"] == channel]
+        for lab in timeline.labels:
+            xs, ys = [], []
+            for row in seg.itertuples(index=False):
+                xs += [row.start, row.end, np.nan]
+                ys += [getattr(row, f"p_{lab}")] * 2 + [np.nan]
+            ax.plot(xs, ys, color=colours[lab], lw=1.5)
+        for row in seg.itertuples(index=False):
+            ax.axvspan(row.start, row.end, ymin=1.0, ymax=1.08, color=colours[row.label], clip_on=False)
+            ax.text((row.start + row.end) / 2, 1.12, row.label, ha="center", va="bottom", fontsize=7, clip_on=False)
+        ax.set_ylim(0, 1)
+        ax.set_xlim(0, timeline.duration)
+        ax.set_ylabel(f"{channel}\nprobability")
+    axes[-1].set_xlabel("time (s)")
+    handles = [axes[0].plot([], [], color=colours[lab], lw=3)[0] for lab in timeline.labels]
+    fig.legend(handles, timeline.labels, loc="outside lower center", ncols=min(len(timeline.labels), 7), fontsize=8)
+    title = Path(timeline.source).name if timeline.source else "recording"
+    fig.suptitle(f"{title}: emotion timeline", fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

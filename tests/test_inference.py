@@ -1,0 +1,282 @@
+"""Long-recording recognition: voice activity, windows, timelines on real EmoDB speech, outputs, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from serkit.audio import Audio, load_audio
+from serkit.cli import app
+from serkit.errors import BundleError, ConfigError
+from serkit.inference import (
+    DEFAULT_MODEL,
+    InferenceConfig,
+    Recognizer,
+    SileroVAD,
+    plot_timeline,
+    timeline_segments,
+    window_spans,
+)
+
+RATE = 16000
+# Four EmoDB utterances of four speakers and four emotions, each one stretch of speech.
+UTTERANCES = ("03a01Wa.wav", "08a02Fe.wav", "11a02Tc.wav", "16b10Lb.wav")
+GAP = 1.5  # seconds of silence between them
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> Recognizer:
+    return Recognizer()
+
+
+@pytest.fixture(scope="module")
+def concatenation(emodb_root) -> tuple[Audio, list[tuple[float, float]]]:
+    """The utterances joined with GAP seconds of silence before, between and after them."""
+    gap = np.zeros(int(GAP * RATE), dtype=np.float32)
+    parts, spans, t = [gap], [], GAP
+    for name in UTTERANCES:
+        x = load_audio(emodb_root / "wav" / name).samples[0]
+        parts += [x, gap]
+        spans.append((t, t + len(x) / RATE))
+        t += len(x) / RATE + GAP
+    return Audio(np.concatenate(parts)[np.newaxis], RATE, "concatenation.wav"), spans
+
+
+# --------------------------------------------------------------------------- pure functions
+
+
+@pytest.mark.parametrize("start,end", [(0.0, 1.0), (2.0, 5.0), (0.3, 7.71), (1.0, 10.0), (0.0, 31.3)])
+def test_windows_cover_the_segment_with_bounded_overlap(start, end):
+    window, hop = 3.0, 1.5
+    spans = window_spans(start, end, window, hop)
+    assert spans[0][0] == start and spans[-1][1] == pytest.approx(end)
+    if end - start <= window:
+        assert spans == [(start, end)]
+        return
+    lengths = np.array([b - a for a, b in spans])
+    assert np.allclose(lengths, window)
+    starts = np.array([a for a, _ in spans])
+    steps = np.diff(starts)
+    assert np.all(steps > 0) and np.all(steps <= hop + 1e-9)  # overlap >= window - hop: no gap
+    assert all(a >= start - 1e-9 and b <= end + 1e-9 for a, b in spans)
+
+
+def test_window_spans_refuse_nonsense():
+    with pytest.raises(ConfigError):
+        window_spans(2.0, 2.0, 3.0, 1.5)
+    with pytest.raises(ConfigError):
+        window_spans(0.0, 5.0, 1.0, 2.0)
+
+
+@pytest.mark.parametrize("bad", [{"hop": 4.0}, {"window": 0.0}, {"vad_threshold": 1.0}, {"min_silence": -1.0},
+                                 {"window": float("nan")}, {"hop": True}])
+def test_inference_config_is_validated(bad):
+    with pytest.raises(ConfigError):
+        InferenceConfig(**bad)
+
+
+def _windows(rows, labels=("a", "b")):
+    return pd.DataFrame(
+        [{"channel": "mix", "segment": s, "start": a, "end": b, **{f"p_{lab}": p for lab, p in zip(labels, probs)}}
+         for s, a, b, probs in rows]
+    )
+
+
+def test_timeline_pieces_meet_in_the_middle_of_overlaps_and_merge_within_a_segment():
+    windows = _windows([
+        (0, 0.0, 3.0, (0.9, 0.1)),
+        (0, 1.5, 4.5, (0.7, 0.3)),
+        (0, 3.0, 6.0, (0.2, 0.8)),
+        (1, 8.0, 9.0, (0.2, 0.8)),  # same label as the piece before it, but after a pause
+    ])
+    merged = timeline_segments(windows, ["a", "b"])
+    assert merged[["segment", "label"]].values.tolist() == [[0, "a"], [0, "b"], [1, "b"]]
+    # Pieces: [0, 2.25] (0.9), [2.25, 3.75] (0.7), [3.75, 6] (0.2); the first two merge.
+    assert merged["start"].tolist() == [0.0, 3.75, 8.0]
+    assert merged["end"].tolist() == [3.75, 6.0, 9.0]
+    assert merged["p_a"].iloc[0] == pytest.approx((0.9 * 2.25 + 0.7 * 1.5) / 3.75)
+    assert np.allclose(merged[["p_a", "p_b"]].sum(axis=1), 1.0)
+    unmerged = timeline_segments(windows, ["a", "b"], merge=False)
+    assert len(unmerged) == 4 and unmerged["start"].tolist() == [0.0, 2.25, 3.75, 8.0]
+
+
+# --------------------------------------------------------------------------- voice activity
+
+
+def test_vad_finds_no_speech_in_silence_and_noise():
+    vad = SileroVAD()
+    rng = np.random.default_rng(0)
+    silence = Audio(np.zeros((1, 3 * RATE), dtype=np.float32), RATE)
+    hiss = Audio((0.01 * rng.standard_normal((1, 3 * RATE))).astype(np.float32), RATE)
+    assert vad.speech_segments(silence, InferenceConfig()) == []
+    assert vad.speech_segments(hiss, InferenceConfig()) == []
+
+
+def test_vad_weights_are_checked(monkeypatch):
+    from serkit import inference
+
+    monkeypatch.setattr(inference, "VAD_SHA256", "0" * 64)
+    with pytest.raises(BundleError, match="SHA-256"):
+        SileroVAD()
+
+
+# --------------------------------------------------------------------------- real speech
+
+
+def test_default_model_is_small_and_describes_itself():
+    size = sum(p.stat().st_size for p in DEFAULT_MODEL.rglob("*") if p.is_file())
+    assert size < 3_000_000
+    meta = json.loads((DEFAULT_MODEL / "bundle.json").read_text())
+    assert meta["labels"] == ["anger", "disgust", "fear", "happiness", "neutral", "sadness"]
+    assert meta["normalisers"]["functionals"]["mode"] == "global"
+    assert "LOSO" in (DEFAULT_MODEL / "README.md").read_text() or "Leave-one-speaker-out" in (DEFAULT_MODEL / "README.md").read_text()
+
+
+def test_one_real_utterance_is_one_segment_labelled_like_the_whole_speech(recognizer, emodb_root):
+    audio = load_audio(emodb_root / "wav" / "03a01Wa.wav")  # anger, 1.9 s
+    timeline = recognizer.recognize(audio)
+    assert len(timeline.speech) == 1 and len(timeline.segments) == 1
+    (start, end) = timeline.speech[["start", "end"]].to_numpy()[0]
+    assert 0 <= start < 0.3 and audio.duration - 0.3 < end <= audio.duration
+    # A speech segment shorter than the window is one window: its probabilities are the bundle's
+    # own prediction for exactly that stretch of audio.
+    bundle = recognizer.bundle
+    expected = bundle.predict([bundle.features(audio.slice(start, end))])[0]
+    got = timeline.segments[[f"p_{lab}" for lab in timeline.labels]].to_numpy()[0]
+    assert np.allclose(got, expected, atol=1e-9)
+    assert timeline.segments["label"].iloc[0] == "anger"
+    assert timeline.to_dict()["label"] == "anger"
+
+
+def test_concatenated_utterances_give_one_segment_each_that_lines_up(recognizer, concatenation):
+    audio, spans = concatenation
+    timeline = recognizer.recognize(audio)
+    speech = timeline.speech[["start", "end"]].to_numpy()
+    assert len(speech) == len(spans)
+    pad = timeline.config.speech_pad + 0.05
+    for (s, e), (u0, u1) in zip(speech, spans):
+        assert u0 - pad <= s and e <= u1 + pad  # never reaches into the silence beyond the padding
+        overlap = min(e, u1) - max(s, u0)
+        assert overlap >= 0.8 * (u1 - u0)  # and covers the utterance
+    # Every timeline segment lies inside one utterance's span; each utterance has a segment.
+    owners = []
+    for row in timeline.segments.itertuples():
+        inside = [i for i, (u0, u1) in enumerate(spans) if u0 - pad <= row.start and row.end <= u1 + pad]
+        assert len(inside) == 1, (row.start, row.end)
+        owners.append(inside[0])
+    assert sorted(set(owners)) == list(range(len(spans)))
+
+
+def test_concatenation_labels_each_utterance_as_the_utterance_alone(recognizer, concatenation, emodb_root):
+    audio, spans = concatenation
+    timeline = recognizer.recognize(audio)
+    for i, name in enumerate(UTTERANCES):
+        alone = recognizer.recognize(load_audio(emodb_root / "wav" / name)).overall()
+        u0, u1 = spans[i]
+        seg = timeline.segments[(timeline.segments["end"] > u0) & (timeline.segments["start"] < u1)]
+        probs = seg[[f"p_{lab}" for lab in timeline.labels]].to_numpy()
+        w = (seg["end"] - seg["start"]).to_numpy()
+        mean = w @ probs / w.sum()
+        # The same speech with slightly different VAD edges: close probabilities, same decision.
+        assert timeline.labels[int(np.argmax(mean))] == alone["label"]
+        assert np.max(np.abs(mean - np.array(list(alone["probabilities"].values())))) < 0.15
+
+
+def test_long_speech_is_windowed_and_the_timeline_tiles_it(recognizer, emodb_root):
+    x = np.concatenate([load_audio(emodb_root / "wav" / n).samples[0] for n in UTTERANCES])  # no pauses: ~11 s
+    audio = Audio(x[np.newaxis], RATE)
+    timeline = recognizer.recognize(audio, InferenceConfig(window=2.0, hop=1.0, merge=False))
+    speech = timeline.speech[["start", "end"]].to_numpy()
+    seg = timeline.segments
+    for k, (s, e) in enumerate(speech):
+        mine = seg[seg["segment"] == k]
+        assert len(timeline.windows[timeline.windows["segment"] == k]) == len(window_spans(s, e, 2.0, 1.0))
+        # Unmerged pieces tile the speech segment exactly: no gap, no overlap.
+        assert mine["start"].iloc[0] == pytest.approx(s) and mine["end"].iloc[-1] == pytest.approx(e)
+        assert np.allclose(mine["start"].to_numpy()[1:], mine["end"].to_numpy()[:-1])
+    assert len(timeline.windows) > len(speech)
+    merged = recognizer.recognize(audio, InferenceConfig(window=2.0, hop=1.0))
+    assert len(merged.segments) <= len(seg)
+    assert (merged.segments["label"].to_numpy()[1:] != merged.segments["label"].to_numpy()[:-1]).any() or len(merged.segments) >= len(speech)
+
+
+def test_stereo_channels_are_analysed_separately(recognizer, emodb_root):
+    a = load_audio(emodb_root / "wav" / UTTERANCES[0]).samples[0]
+    b = load_audio(emodb_root / "wav" / UTTERANCES[1]).samples[0]
+    n = len(a) + len(b) + 2 * RATE
+    left, right = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    left[RATE // 2 : RATE // 2 + len(a)] = a  # caller speaks first, agent answers after
+    b0 = RATE // 2 + len(a) + RATE
+    right[b0 : b0 + len(b)] = b
+    stereo = Audio(np.stack([left, right]), RATE)
+    timeline = recognizer.recognize(stereo, InferenceConfig(per_channel=True))
+    assert timeline.channels == ["left", "right"]
+    lseg = timeline.segments[timeline.segments["channel"] == "left"]
+    rseg = timeline.segments[timeline.segments["channel"] == "right"]
+    assert lseg["end"].max() <= (RATE // 2 + len(a)) / RATE + 0.2
+    assert rseg["start"].min() >= b0 / RATE - 0.2
+    assert timeline.overall("left")["label"] == recognizer.recognize(Audio(a[np.newaxis], RATE)).overall()["label"]
+    mixed = recognizer.recognize(stereo)
+    assert mixed.channels == ["mix"] and len(mixed.speech) == 2
+
+
+def test_outputs_round_trip(recognizer, concatenation, tmp_path):
+    audio, _ = concatenation
+    timeline = recognizer.recognize(audio)
+    paths = timeline.write(tmp_path, "concat", audio)
+    table = pd.read_csv(paths["csv"])
+    assert list(table.columns) == ["channel", "segment", "start", "end", "label", *[f"p_{lab}" for lab in timeline.labels]]
+    assert np.allclose(table["start"], timeline.segments["start"], atol=1e-4)
+    data = json.loads(paths["json"].read_text())
+    assert len(data["segments"]) == len(timeline.segments) and data["labels"] == timeline.labels
+    assert sum(data["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    png = paths["png"].read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    from matplotlib.image import imread
+
+    image = imread(io.BytesIO(plot_timeline(timeline)))
+    assert image.shape[1] == 1000 and image[..., :3].std() > 0.05  # a drawn picture, not a blank canvas
+
+
+def test_silent_recording_gives_an_empty_timeline(recognizer):
+    timeline = recognizer.recognize(Audio(np.zeros((1, 2 * RATE), np.float32), RATE))
+    assert timeline.segments.empty and timeline.overall() is None
+    assert timeline.to_dict()["label"] is None
+    assert plot_timeline(timeline).startswith(b"\x89PNG")
+
+
+# --------------------------------------------------------------------------- command line
+
+runner = CliRunner()
+
+
+def test_cli_predict_needs_no_model_and_runs_folders_as_a_batch(emodb_root, concatenation, tmp_path):
+    import soundfile as sf
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    audio, spans = concatenation
+    sf.write(folder / "concat.flac", audio.samples[0], RATE)
+    (folder / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk")
+    single = emodb_root / "wav" / UTTERANCES[0]
+    result = runner.invoke(app, ["predict", str(single), str(folder), "--json", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output  # the broken file is reported, the others are labelled
+    rows = json.loads(result.stdout)
+    by_file = {row["file"]: row for row in rows}
+    assert by_file[str(single)]["label"] == "anger"
+    assert len(by_file[str(folder / "concat.flac")]["speech"]) == len(spans)
+    assert "cannot decode" in by_file[str(folder / "broken.wav")]["error"]
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {f"{s}.{e}" for s in ("03a01Wa", "concat") for e in ("csv", "json", "png")}
+
+
+def test_cli_predict_table_and_bad_model(emodb_root, tmp_path):
+    result = runner.invoke(app, ["predict", str(emodb_root / "wav" / UTTERANCES[0])], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "anger" in result.stdout and "mix" in result.stdout
+    result = runner.invoke(app, ["predict", str(emodb_root / "wav" / UTTERANCES[0]), "--model", str(tmp_path)])
+    assert result.exit_code == 2 and "no bundle.json" in result.output

@@ -1,0 +1,206 @@
+"""The HTTP service: real recordings in, timelines out; every bad upload a 4xx JSON error."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+from serkit.inference import Recognizer
+from serkit.service import ServiceLimits, create_app
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> Recognizer:
+    return Recognizer()
+
+
+@pytest.fixture(scope="module")
+def client(recognizer) -> TestClient:
+    app = create_app(recognizer, limits=ServiceLimits(max_upload_bytes=2_000_000, max_duration=30.0))
+    return TestClient(app)
+
+
+@pytest.fixture(scope="module")
+def emodb_bytes(emodb_file) -> bytes:
+    return emodb_file.read_bytes()
+
+
+def _wav(x: np.ndarray, rate: int = 16000, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, subtype=subtype, format=fmt)
+    return buf.getvalue()
+
+
+def _post(client, data: bytes, name: str = "x.wav", content_type: str = "audio/wav", **params):
+    return client.post("/v1/recognize", files={"file": (name, data, content_type)}, params=params)
+
+
+def test_healthz_and_openapi(client):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["model"]["labels"][0] == "anger"
+    schema = client.get("/openapi.json").json()
+    assert "/v1/recognize" in schema["paths"] and "/healthz" in schema["paths"]
+    body = schema["paths"]["/v1/recognize"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in body
+
+
+def test_real_emodb_upload_gives_the_same_timeline_as_the_library(client, recognizer, emodb_file, emodb_bytes):
+    response = _post(client, emodb_bytes, emodb_file.name, plot="true")
+    assert response.status_code == 200, response.text
+    result = response.json()
+    expected = recognizer.recognize_file(emodb_file).to_dict()
+    assert result["file"] == emodb_file.name and result["label"] == expected["label"] == "happiness"
+    assert [s["start"] for s in result["segments"]] == [s["start"] for s in expected["segments"]]
+    for got, want in zip(result["segments"], expected["segments"]):
+        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-4)
+    import base64
+
+    assert base64.b64decode(result["plot_png"]).startswith(b"\x89PNG")
+
+
+def test_stereo_upload_per_channel(client, emodb_bytes):
+    import soundfile as sf
+
+    x, rate = sf.read(io.BytesIO(emodb_bytes), dtype="float32")
+    stereo = np.stack([x, np.zeros_like(x)], axis=1)  # speech on the left only
+    result = _post(client, _wav(stereo, rate), "call.wav", per_channel="true", windows="false").json()
+    assert result["channels"] == ["left", "right"] and "windows" not in result
+    assert {s["channel"] for s in result["segments"]} == {"left"}
+    assert result["per_channel"]["right"] is None
+
+
+BAD_UPLOADS = {
+    "not audio": (b"hello, I am a text file pretending to be audio" * 10, "notes.wav", "audio/wav", 422, "unreadable_audio"),
+    "empty": (b"", "empty.wav", "audio/wav", 400, "empty_upload"),
+    "truncated header": (None, "cut.wav", "audio/wav", 422, "unreadable_audio"),
+    "wrong content type": (None, "x.png", "image/png", 415, "unsupported_media_type"),
+    "too long": (None, "long.wav", "audio/wav", 413, "audio_too_long"),
+    "too large": (None, "big.wav", "audio/wav", 413, "upload_too_large"),
+    "non-finite": (None, "nan.wav", "audio/wav", 422, "unusable_audio"),
+    "too short": (None, "blip.wav", "audio/wav", 422, "unusable_audio"),
+}
+
+
+def _bad_payload(case: str, emodb_bytes: bytes) -> bytes:
+    data = BAD_UPLOADS[case][0]
+    if data is not None:
+        return data
+    if case == "truncated header":
+        return emodb_bytes[:30]
+    if case == "wrong content type":
+        return emodb_bytes
+    if case == "too long":
+        return _wav(np.zeros(16000 * 31, np.float32))  # 31 s > 30 s limit, 1 MB < upload limit
+    if case == "too large":
+        return _wav(np.zeros(1_100_000, np.float32), subtype="FLOAT")  # 4.4 MB > 2 MB
+    if case == "non-finite":
+        x = np.zeros(16000, np.float32)
+        x[100] = np.nan
+        return _wav(x, subtype="FLOAT")
+    if case == "too short":
+        return _wav(np.zeros(100, np.float32))
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", list(BAD_UPLOADS))
+def test_bad_uploads_get_a_json_4xx_naming_the_problem_and_the_server_keeps_serving(client, emodb_bytes, case):
+    _, name, content_type, status, code = BAD_UPLOADS[case]
+    response = _post(client, _bad_payload(case, emodb_bytes), name, content_type)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == code and isinstance(body["message"], str) and body["message"]
+    if status == 422 and code != "invalid_request":
+        assert name in body["message"]
+    assert _post(client, emodb_bytes, "after.wav").status_code == 200
+
+
+def test_malformed_requests(client):
+    no_file = client.post("/v1/recognize", data={"other": "x"})
+    assert no_file.status_code == 422 and no_file.json()["error"] == "invalid_request"
+    assert "file" in no_file.json()["message"]
+    raw = client.post("/v1/recognize", content=b"RIFF....", headers={"content-type": "audio/wav"})
+    assert raw.status_code == 422 and raw.json()["error"] == "invalid_request"
+    bad_query = client.post("/v1/recognize", files={"file": ("a.wav", b"x", "audio/wav")}, params={"plot": "maybe"})
+    assert bad_query.status_code == 422
+    assert client.get("/v1/nothing").json()["error"] == "not_found"
+
+
+def _chunked_multipart(data: bytes, name: str = "big.wav"):
+    """A multipart body streamed in 64 kB chunks: httpx sends it without Content-Length."""
+    boundary = "serkitboundary"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: audio/wav\r\n\r\n").encode()
+    body = head + data + f"\r\n--{boundary}--\r\n".encode()
+    chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+    return chunks, {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_streamed_upload_without_content_length_is_cut_off_at_the_limit(client, emodb_bytes):
+    chunks, headers = _chunked_multipart(_wav(np.zeros(1_100_000, np.float32), subtype="FLOAT"))
+    response = client.post("/v1/recognize", content=chunks, headers=headers)
+    assert response.status_code == 413 and response.json()["error"] == "upload_too_large"
+    assert "request body exceeds" in response.json()["message"]  # counted while streaming, not declared
+    chunks, headers = _chunked_multipart(emodb_bytes, "small.wav")  # under the limit: served as usual
+    response = client.post("/v1/recognize", content=chunks, headers=headers)
+    assert response.status_code == 200 and response.json()["file"] == "small.wav"
+
+
+def test_decompression_bomb_is_refused_from_the_header(recognizer):
+    # 20 minutes of FLAC silence is a few kB: the duration limit must apply before decoding.
+    app = create_app(recognizer, limits=ServiceLimits(max_duration=600.0))
+    data = _wav(np.zeros(16000 * 1200, np.float32), fmt="FLAC")
+    assert len(data) < 200_000
+    response = TestClient(app).post("/v1/recognize", files={"file": ("bomb.flac", data, "audio/flac")})
+    assert response.status_code == 413 and response.json()["error"] == "audio_too_long"
+
+
+class SlowRecognizer(Recognizer):
+    """The real recognizer, plus a fixed sleep standing in for heavy work, to time concurrency."""
+
+    delay = 2.0
+
+    def recognize(self, audio, config=None):
+        time.sleep(self.delay)
+        return super().recognize(audio, config)
+
+
+def test_requests_run_concurrently_and_do_not_block_the_event_loop(recognizer, emodb_bytes):
+    slow = SlowRecognizer(recognizer.bundle)
+    app = create_app(slow, limits=ServiceLimits(max_workers=4))
+
+    async def run() -> tuple[float, float, list[int]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            files = {"file": ("a.wav", emodb_bytes, "audio/wav")}
+            started = time.perf_counter()
+            posts = [asyncio.create_task(http.post("/v1/recognize", files=files)) for _ in range(4)]
+            await asyncio.sleep(0.2)
+            t0 = time.perf_counter()
+            health = await http.get("/healthz")
+            health_s = time.perf_counter() - t0
+            assert health.status_code == 200
+            responses = await asyncio.gather(*posts)
+            return time.perf_counter() - started, health_s, [r.status_code for r in responses]
+
+    total, health_s, codes = asyncio.run(run())
+    assert codes == [200] * 4
+    # Four 2-second sleeps in series would take >= 8 s; in parallel about 2 s plus the real work.
+    assert total < 6.0, total
+    assert health_s < 0.5, health_s
+
+
+def test_binds_loopback_by_default():
+    import inspect
+
+    from serkit.cli import serve as serve_command
+    from serkit.service import serve
+
+    assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
+    assert inspect.signature(serve_command).parameters["host"].default == "127.0.0.1"
