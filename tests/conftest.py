@@ -22,6 +22,17 @@ def _corpus(name: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Run a module's torch code on one thread (LSTM backward on 2 busy cores ran ~20x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def emodb_root() -> Path:
     """Root of the real EmoDB copy (``wav/*.wav``, 535 files, 16 kHz mono)."""

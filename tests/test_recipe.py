@@ -71,7 +71,9 @@ def test_override_creates_missing_mappings():
 
 @pytest.mark.parametrize("path", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_resolve_and_round_trip(path):
-    recipe = load_recipe(path)
+    # Recipes for licensed corpora (IEMOCAP) name no root: the user passes --root.
+    corpus = (yaml.safe_load(path.read_text()).get("corpus") or {})
+    recipe = load_recipe(path, root=None if corpus.get("root") or "name" not in corpus else "/licensed/corpus")
     assert recipe["name"] == path.stem
     # What a run saves as config.yaml must resolve to itself.
     assert resolve_recipe(yaml.safe_load(yaml.safe_dump(recipe))) == recipe

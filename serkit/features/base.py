@@ -199,4 +199,4 @@ def list_extractors() -> list[str]:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register decorators.
-    from serkit.features import functionals, lld, spectral  # noqa: F401
+    from serkit.features import encoders, functionals, lld, spectral  # noqa: F401
