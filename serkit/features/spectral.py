@@ -164,8 +164,27 @@ def librosa_mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, fmin: floa
 # --------------------------------------------------------------------------- log-Mel
 
 
+class _FramedExtractor(Extractor):
+    """Window and hop in samples from a config's ``win_length`` / ``hop_length`` (seconds) and
+    ``sample_rate`` (Hz), rounded half up as python_speech_features does."""
+
+    @property
+    def frame_length(self) -> int:
+        """Window length ``L`` in samples."""
+        return round_half_up(self.config.win_length * self.config.sample_rate)
+
+    @property
+    def hop(self) -> int:
+        """Hop ``H`` in samples."""
+        return round_half_up(self.config.hop_length * self.config.sample_rate)
+
+    @property
+    def frame_shift(self) -> float:
+        return self.hop / self.sample_rate
+
+
 @register
-class LogMel(Extractor):
+class LogMel(_FramedExtractor):
     """Log-Mel filterbank energies (+ optional Δ, Δ²), frame level.
 
     Config:
@@ -249,20 +268,6 @@ class LogMel(Extractor):
         return self.config.n_mels * (self.config.deltas + 1)
 
     @property
-    def frame_length(self) -> int:
-        """Window length ``L`` in samples."""
-        return round_half_up(self.config.win_length * self.config.sample_rate)
-
-    @property
-    def hop(self) -> int:
-        """Hop ``H`` in samples."""
-        return round_half_up(self.config.hop_length * self.config.sample_rate)
-
-    @property
-    def frame_shift(self) -> float:
-        return self.hop / self.sample_rate
-
-    @property
     def fmax(self) -> float:
         """Upper band edge in Hz (``sample_rate / 2`` when the config says ``None``)."""
         return self.config.sample_rate / 2 if self.config.fmax is None else float(self.config.fmax)
@@ -310,7 +315,7 @@ class LogMel(Extractor):
 
 
 @register
-class LogSTFT(Extractor):
+class LogSTFT(_FramedExtractor):
     """Log-magnitude STFT ``log(|X| + eps)``, frame level (emotion-embedding-ae Sec. III-A.1).
 
     The paper feeds a 513-bin log-magnitude spectrogram to its autoencoder (Table 1: 513 input
@@ -366,20 +371,6 @@ class LogSTFT(Extractor):
     @property
     def dim(self) -> int:
         return self.config.n_fft // 2 + 1
-
-    @property
-    def frame_length(self) -> int:
-        """Window length ``L`` in samples."""
-        return round_half_up(self.config.win_length * self.config.sample_rate)
-
-    @property
-    def hop(self) -> int:
-        """Hop ``H`` in samples."""
-        return round_half_up(self.config.hop_length * self.config.sample_rate)
-
-    @property
-    def frame_shift(self) -> float:
-        return self.hop / self.sample_rate
 
     @property
     def names(self) -> list[str]:
