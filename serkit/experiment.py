@@ -22,7 +22,7 @@ import pandas as pd
 import serkit
 from serkit.bundle import save_bundle
 from serkit.corpora import get_corpus
-from serkit.errors import ConfigError
+from serkit.errors import FeatureError
 from serkit.evaluation.normalise import Normaliser, fit_normaliser
 from serkit.evaluation.protocols import Fold, make_folds
 from serkit.evaluation.report import write_run
@@ -93,7 +93,7 @@ def prepare_dataset(recipe: dict[str, Any], *, progress: bool = True) -> Dataset
     failed = {f["utterance_id"] for f in failures}
     table = table[~table["utterance_id"].isin(failed)].reset_index(drop=True)
     if table.empty:
-        raise ConfigError(f"no utterance of {corpus_spec['name']} could be processed; first error: {failures[0]}")
+        raise FeatureError(f"no utterance of {corpus_spec['name']} could be processed; first error: {failures[0]}")
     ids = table["utterance_id"].tolist()
     features = {key: _feature_data(fs.select(ids)) for key, fs in extracted.items()}
     present = set(table["label"])

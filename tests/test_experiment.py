@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from serkit.audio import load_audio
 from serkit.bundle import FORMAT_VERSION, load_bundle
 from serkit.cli import app
-from serkit.errors import BundleError
+from serkit.errors import BundleError, FeatureError
 from serkit.evaluation.report import read_predictions
 from serkit.experiment import prepare_dataset, run_experiment, train_bundle
 from serkit.recipe import load_recipe, resolve_recipe
@@ -125,6 +125,18 @@ def test_bad_files_are_reported_and_the_run_goes_on(egemaps, tmp_path):
     assert set(failed) == {"corrupt", "empty"}
     assert "corrupt.wav" in failed["corrupt"]["path"]
     assert "corrupt" in (run / "report.md").read_text()
+
+
+def test_a_corpus_with_no_usable_file_is_refused(egemaps, tmp_path):
+    for name in ("a.wav", "b.wav"):
+        (tmp_path / name).write_bytes(b"RIFF....WAVEnot audio")
+    pd.DataFrame({"path": ["a.wav", "b.wav"], "speaker": ["s1", "s2"], "label": ["x", "y"]}).to_csv(
+        tmp_path / "manifest.csv", index=False
+    )
+    recipe = resolve_recipe(egemaps, corpus="manifest", root=tmp_path)
+    with pytest.raises(FeatureError, match="no utterance of manifest could be processed"):
+        run_experiment(recipe, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.fixture(scope="module")
