@@ -83,7 +83,11 @@ def validate_samples(
     peak = float(np.max(np.abs(samples)))
     if peak > 1.0:
         raise OutOfRangeAudioError(f"samples reach {peak:.3g}, outside [-1, 1]", path)
-    duration = samples.shape[1] / sample_rate
+    check_duration(samples.shape[1] / sample_rate, min_duration, path)
+
+
+def check_duration(duration: float, min_duration: float, path: str | Path | None = None) -> None:
+    """Raise :class:`TooShortAudioError` when ``duration`` (seconds) is below ``min_duration``."""
     if duration < min_duration:
         raise TooShortAudioError(
             f"recording is {duration * 1000:.1f} ms long, shorter than the minimum "

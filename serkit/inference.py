@@ -396,7 +396,8 @@ class Recognizer:
             self.vad = shared_vad()
         prob_cols = [f"p_{lab}" for lab in self.labels]
         speech_rows, window_rows = [], []
-        for name, part in split_channels(audio, cfg.per_channel):
+        parts = split_channels(audio, cfg.per_channel)
+        for name, part in parts:
             mono = part.downmix()
             spans = self.vad.speech_segments(mono, cfg) if cfg.vad else [(0.0, part.duration)]
             rows, feats = [], []
@@ -417,7 +418,7 @@ class Recognizer:
             labels=list(self.labels),
             duration=audio.duration,
             sample_rate=audio.sample_rate,
-            channels=[name for name, _ in split_channels(audio, cfg.per_channel)],
+            channels=[name for name, _ in parts],
             speech=pd.DataFrame(speech_rows, columns=["channel", "segment", "start", "end"]),
             windows=windows,
             segments=timeline_segments(windows, self.labels, merge=cfg.merge),

@@ -38,13 +38,12 @@ import pandas as pd
 import soundfile as sf
 
 import serkit
-from serkit.audio import MIN_DURATION, STEREO_VIEWS, Audio, load_audio
+from serkit.audio import MIN_DURATION, STEREO_VIEWS, Audio, check_duration, load_audio
 from serkit.errors import (
     AudioError,
     ConfigError,
     CorpusError,
     FeatureError,
-    TooShortAudioError,
     UnreadableAudioError,
 )
 from serkit.features.base import Extractor, Level
@@ -263,11 +262,7 @@ def _cached_file_rate(data: bytes, path: str, min_duration: float) -> int:
         info = sf.info(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise UnreadableAudioError(f"cannot read audio header ({exc})", path) from exc
-    duration = info.frames / info.samplerate
-    if duration < min_duration:
-        raise TooShortAudioError(
-            f"recording is {duration * 1000:.1f} ms long, shorter than the minimum {min_duration * 1000:.1f} ms", path
-        )
+    check_duration(info.frames / info.samplerate, min_duration, path)
     return int(info.samplerate)
 
 

@@ -39,7 +39,6 @@ from serkit.models.base import Inputs, SERModel, register
 from serkit.models.blstm_fcn import AttentionBLSTMFCN, BLSTMFCNConfig, select_feature
 from serkit.models.svm import LinearSVM, LinearSVMConfig
 
-SVM_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 KEY = "deep_spectrum"
 
 
@@ -77,11 +76,13 @@ class _FeaturesThenSVM(SERModel):
         self.fit_extractor(X, y, labels, groups, seed, valid)
         vectors = self.vectors(X)
         self.scaler_ = fit_normaliser("global" if self.config.standardise else "none", vectors)
-        svm_config = LinearSVMConfig(C=self.config.svm_C, class_weight=self.config.svm_class_weight)
-        self.svm_ = LinearSVM(svm_config).fit(
+        self.svm_ = LinearSVM(self._svm_config()).fit(
             {KEY: self.scaler_.transform(vectors)}, y, labels=labels, groups=groups, seed=seed
         )
         return self
+
+    def _svm_config(self) -> LinearSVMConfig:
+        return LinearSVMConfig(C=self.config.svm_C, class_weight=self.config.svm_class_weight)
 
     def predict_proba(self, X: Inputs) -> np.ndarray:
         """The SVM's calibrated probabilities ``(n, K)`` (see :class:`LinearSVM`)."""
@@ -103,7 +104,7 @@ class _FeaturesThenSVM(SERModel):
             raise BundleError(f"{directory}: unreadable deep_spectrum.json ({exc})") from exc
         self.labels_ = list(state["labels"])
         self.scaler_ = Normaliser.from_dict(state["scaler"])
-        self.svm_ = LinearSVM.load(directory / "svm", dataclasses.asdict(LinearSVMConfig(C=self.config.svm_C)))
+        self.svm_ = LinearSVM.load(directory / "svm", dataclasses.asdict(self._svm_config()))
 
 
 # --------------------------------------------------------------------------- learned deep spectrum
@@ -119,7 +120,7 @@ class BLSTMFCNSVMConfig(BLSTMFCNConfig):
         standardise: z-score the deep-spectrum vectors with training statistics before the SVM.
     """
 
-    svm_C: float | tuple[float, ...] = SVM_C_GRID
+    svm_C: float | tuple[float, ...] = LinearSVMConfig.C
     svm_class_weight: str | None = "balanced"
     standardise: bool = True
 
@@ -215,7 +216,7 @@ class DeepSpectrumCNNConfig:
     feature: str | None = None
     colormap: str = "viridis"
     batch_size: int = 32
-    svm_C: float | tuple[float, ...] = SVM_C_GRID
+    svm_C: float | tuple[float, ...] = LinearSVMConfig.C
     svm_class_weight: str | None = "balanced"
     standardise: bool = True
 
