@@ -24,9 +24,8 @@ from serkit.models.blstm_fcn import (
     BLSTMFCNConfig,
     class_weights,
     lstm_cell_states,
-    reverse_within_length,
 )
-from serkit.training.trainer import pad_sequences
+from serkit.training.trainer import pad_sequences, reverse_within_length
 
 REPO_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 PAPER_LOGMEL = {"n_mels": 40, "window": "hamming", "preemphasis": 0.0, "filterbank": "librosa"}

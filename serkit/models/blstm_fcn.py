@@ -53,7 +53,12 @@ from serkit.models.attention import (
     masked_softmax,
 )
 from serkit.models.base import Inputs, register
-from serkit.training.trainer import TorchSERModel, TrainConfig, length_mask
+from serkit.training.trainer import (
+    TorchSERModel,
+    TrainConfig,
+    length_mask,
+    reverse_within_length,
+)
 
 BRANCHES = ("blstm", "fcn")
 
@@ -95,23 +100,6 @@ def select_feature(keys: Sequence[str], wanted: str | None, who: str) -> str:
 
 
 # --------------------------------------------------------------------------- BLSTM branch
-
-
-def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse the real frames of each padded sequence in place of time, padding left at the end.
-
-    Args:
-        x: ``(B, T, D)`` padded sequences.
-        lengths: ``(B,)`` int64 real frame counts.
-
-    Returns:
-        ``(B, T, D)`` with ``out[b, t] = x[b, lengths[b] - 1 - t]`` for ``t < lengths[b]`` and
-        ``x[b, t]`` otherwise; applying it twice gives ``x`` back.
-    """
-    steps = torch.arange(x.shape[1], device=x.device)[None, :]
-    last = lengths.to(x.device)[:, None] - 1
-    index = torch.where(steps <= last, last - steps, steps)
-    return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
 
 
 def lstm_cell_states(lstm: nn.LSTM, inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:

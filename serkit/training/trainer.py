@@ -92,6 +92,23 @@ def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse the real frames of each padded sequence in place of time, padding left at the end.
+
+    Args:
+        x: ``(B, T, D)`` padded sequences.
+        lengths: ``(B,)`` int64 real frame counts.
+
+    Returns:
+        ``(B, T, D)`` with ``out[b, t] = x[b, lengths[b] - 1 - t]`` for ``t < lengths[b]`` and
+        ``x[b, t]`` otherwise; applying it twice gives ``x`` back.
+    """
+    steps = torch.arange(x.shape[1], device=x.device)[None, :]
+    last = lengths.to(x.device)[:, None] - 1
+    index = torch.where(steps <= last, last - steps, steps)
+    return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
+
+
 def choose_device(name: str) -> torch.device:
     """``"auto"`` -> CUDA when available else CPU; otherwise the named device.
 
