@@ -143,6 +143,22 @@ class LinearSVM(SERModel):
             scores[held] = self._full_scores(svm, gram[np.ix_(held, ~held)])
         return scores
 
+    def out_of_fold_proba(self, X: Inputs, y: np.ndarray, groups: np.ndarray, seed: int = 0) -> np.ndarray:
+        """``softmax(f(x) / T)`` ``(n, K)`` of each training utterance from an SVM with the fitted C
+        trained without its speaker (leave-one-speaker-out over ``groups``): honest training scores
+        for a later stage such as score-fusion weights.
+
+        Raises:
+            ConfigError: fewer than two speakers in ``groups``.
+        """
+        data = single_matrix(X, self.name)
+        groups = np.asarray(groups)
+        if len(np.unique(groups)) < 2:
+            raise ConfigError(f"{self.name}: out-of-fold scores need at least two speakers")
+        gram = data.astype(np.float64) @ data.T.astype(np.float64)
+        scores = self._out_of_fold_scores(gram, np.asarray(y, dtype=int), groups, self.C_, seed)
+        return softmax(scores / self.temperature_, axis=1)
+
     def _full_scores(self, svm: SVC, data: np.ndarray) -> np.ndarray:
         """``(n, K)`` decision values of features (or kernel rows, for a precomputed-kernel SVM);
         classes absent from an inner training fold get -inf."""
