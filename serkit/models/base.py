@@ -150,4 +150,5 @@ def list_models() -> list[str]:
 def _load_builtin() -> None:
     from serkit.models import blstm_fcn, deep_spectrum, svm  # noqa: F401
     from serkit.models import msir  # noqa: F401
+    from serkit.models import emotion_ae  # noqa: F401
     from serkit.models import binaural  # noqa: F401
