@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/pack_emodb.py /work/shared/corpora/emodb            # writes data/emodb
+    python scripts/pack_emodb.py ../shared/corpora/emodb                  # writes data/emodb
     python scripts/pack_emodb.py SOURCE --out data/emodb --force        # replace an earlier copy
 
 ``SOURCE`` is an EmoDB root holding ``wav/*.wav`` as distributed (535 files, 16 kHz mono 16-bit
