@@ -606,9 +606,7 @@ class BinauralDCNN(SERModel):
             )
             if len(c.channels) > 1:
                 oof[channel] = np.full((len(y), len(labels)), np.nan)
-                oof[channel][rows] = state.svm.out_of_fold_proba(
-                    {channel: data}, y[rows], groups[rows], seed
-                )
+                oof[channel][rows] = state.svm.out_of_fold_proba()
         if len(c.channels) > 1:
             scores = {
                 ch: oof.get(ch, np.full((len(y), len(labels)), np.nan))

@@ -126,6 +126,7 @@ class LinearSVM(SERModel):
             self.C_ = max(grid, key=lambda c: (round(self.inner_ua_[c], 12), -c))
         else:
             self.C_ = grid[0]
+        self.oof_scores_ = scores_by_c.get(self.C_)
         self.svm_ = self._svm(self.C_, seed).fit(data, y)
         self.temperature_ = fit_temperature(scores_by_c[self.C_], y) if self.config.calibrate and scores_by_c else 1.0
         return self
@@ -143,21 +144,19 @@ class LinearSVM(SERModel):
             scores[held] = self._full_scores(svm, gram[np.ix_(held, ~held)])
         return scores
 
-    def out_of_fold_proba(self, X: Inputs, y: np.ndarray, groups: np.ndarray, seed: int = 0) -> np.ndarray:
-        """``softmax(f(x) / T)`` ``(n, K)`` of each training utterance from an SVM with the fitted C
-        trained without its speaker (leave-one-speaker-out over ``groups``): honest training scores
-        for a later stage such as score-fusion weights.
+    def out_of_fold_proba(self) -> np.ndarray:
+        """``softmax(f(x) / T)`` ``(n, K)`` of each training utterance of :meth:`fit`, from the
+        inner SVM with the chosen C that was trained without its speaker: honest training scores
+        for a later stage such as score-fusion weights. They are the scores the C search and the
+        temperature were fitted on, kept from :meth:`fit`, not recomputed.
 
         Raises:
-            ConfigError: fewer than two speakers in ``groups``.
+            ConfigError: ``fit`` computed no inner folds (fewer than two training speakers, or
+                one C with ``calibrate=False``).
         """
-        data = single_matrix(X, self.name)
-        groups = np.asarray(groups)
-        if len(np.unique(groups)) < 2:
-            raise ConfigError(f"{self.name}: out-of-fold scores need at least two speakers")
-        gram = data.astype(np.float64) @ data.T.astype(np.float64)
-        scores = self._out_of_fold_scores(gram, np.asarray(y, dtype=int), groups, self.C_, seed)
-        return softmax(scores / self.temperature_, axis=1)
+        if self.oof_scores_ is None:
+            raise ConfigError(f"{self.name}: out-of-fold scores need inner folds over at least two training speakers")
+        return softmax(self.oof_scores_ / self.temperature_, axis=1)
 
     def _full_scores(self, svm: SVC, data: np.ndarray) -> np.ndarray:
         """``(n, K)`` decision values of features (or kernel rows, for a precomputed-kernel SVM);
@@ -198,4 +197,5 @@ class LinearSVM(SERModel):
         model.C_ = state["C"]
         model.temperature_ = state["temperature"]
         model.inner_ua_ = {}
+        model.oof_scores_ = None
         return model
