@@ -14,6 +14,7 @@ from serkit.bundle import save_bundle
 from serkit.errors import ConfigError
 from serkit.evaluation.normalise import fit_normaliser
 from serkit.features import extract_audio, get_extractor
+from serkit.features.spectral import segment_starts
 from serkit.inference import InferenceConfig, Recognizer
 from serkit.models.base import get_model
 from serkit.models.emotion_ae import (
@@ -21,7 +22,6 @@ from serkit.models.emotion_ae import (
     EmotionAEConfig,
     crop_starts,
     fill_frames,
-    window_starts,
 )
 from serkit.recipe import load_recipe
 
@@ -101,7 +101,7 @@ def test_short_utterances_are_filled_with_their_own_frames():
 
 @pytest.mark.parametrize("n_frames", [1, 127, 128, 129, 200, 256, 777])
 def test_windows_cover_every_frame_and_stay_inside(n_frames):
-    starts = window_starts(n_frames, 128, 64)
+    starts = segment_starts(n_frames, 128, 64)
     last = max(n_frames - 128, 0)
     assert starts[0] == 0 and starts[-1] == last and np.all(np.diff(starts) > 0)
     covered = np.zeros(max(n_frames, 128), dtype=bool)
@@ -137,7 +137,7 @@ def test_encoder_decoder_shapes_on_real_spectrograms_of_different_lengths(inputs
     batch = model.make_batch(
         inputs, np.arange(len(FILES)), train=False, rng=np.random.default_rng(0)
     )
-    n_windows = [len(window_starts(n, 128, 64)) for n in lengths]
+    n_windows = [len(segment_starts(n, 128, 64)) for n in lengths]
     assert batch["spec"].shape == (sum(n_windows), 128, 513)
     assert batch["owner"].tolist() == [
         i for i, n in enumerate(n_windows) for _ in range(n)
@@ -363,6 +363,8 @@ def test_config_errors():
         EmotionAEConfig(crop_frames=100)
     with pytest.raises(ConfigError):
         EmotionAEConfig(channels=10, attention_heads=3)
+    with pytest.raises(ConfigError, match="unclassified"):
+        EmotionAEConfig(crop_frames=128, window_hop=129)
     with pytest.raises(ConfigError):
         EmotionAE({}).build(
             {"spectrogram": 513}, 4

@@ -26,6 +26,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from serkit.errors import ConfigError, FeatureError
 from serkit.features.deltas import regression_delta
+from serkit.features.spectral import segment_starts
 
 Pool = Literal["max", "avg"]
 #: Fusion weights searched (eq. 8–10: "[0, 1] with an interval of 0.1").
@@ -35,44 +36,6 @@ PAIRS: tuple[tuple[str, str], ...] = (("left", "right"), ("mid", "side"))
 
 
 # --------------------------------------------------------------------------- segments (Sec. II-A)
-
-
-def segment_starts(n_frames: int, length: int = 64, hop: int = 32) -> np.ndarray:
-    """First frame of every segment of a ``n_frames``-frame spectrogram.
-
-    Segments start at ``0, hop, 2 hop, …`` while they fit; when frames remain after the last
-    one, a final segment ending at the last frame is added, so the whole utterance is covered
-    (the tail overlaps its neighbour more than ``length - hop`` frames). An utterance shorter than
-    one segment gives the single start 0 (:func:`segment_logmel` pads it).
-
-    Args:
-        n_frames: frames of the utterance, ``>= 1``.
-        length: frames per segment (the paper's context window: 64).
-        hop: frames between segment starts, ``1 <= hop <= length`` (``length - hop`` frames overlap).
-
-    Returns:
-        int64 ``(n_segments,)``, increasing.
-
-    Raises:
-        ConfigError: ``length``/``hop`` out of range.
-        FeatureError: ``n_frames < 1``.
-    """
-    if not (
-        isinstance(length, (int, np.integer))
-        and isinstance(hop, (int, np.integer))
-        and 1 <= hop <= length
-    ):
-        raise ConfigError(
-            f"segments need integers 1 <= hop <= length, got length={length!r}, hop={hop!r}"
-        )
-    if n_frames < 1:
-        raise FeatureError("cannot segment a spectrogram without frames")
-    if n_frames <= length:
-        return np.zeros(1, dtype=np.int64)
-    starts = np.arange(0, n_frames - length + 1, hop, dtype=np.int64)
-    if starts[-1] + length < n_frames:
-        starts = np.append(starts, n_frames - length)
-    return starts
 
 
 def segment_logmel(logmel: np.ndarray, length: int = 64, hop: int = 32) -> np.ndarray:

@@ -45,7 +45,7 @@ speech frames and the instance-norm statistics are those of the utterance.
 Test time (not in the paper): the label is unknown, and the classifier reads only the encoder
 output (Fig. 5), so the **decoder is skipped** at prediction. A whole utterance of any length is
 cut into 128-frame windows every 64 frames, the last one ending on the last frame
-(:func:`window_starts`); each window is classified with the utterance's IS10 vector and the
+(:func:`serkit.features.spectral.segment_starts`); each window is classified with the utterance's IS10 vector and the
 **class probabilities are averaged over windows**: windows are the very inputs the network was
 trained on (a whole utterance at once would give instance norm and the GRU statistics they never
 saw), and averaging posteriors is the usual soft vote over segments.
@@ -74,6 +74,7 @@ import torch
 from torch import nn
 
 from serkit.errors import ConfigError
+from serkit.features.spectral import segment_starts
 from serkit.models.base import Inputs, register
 from serkit.training.trainer import TorchSERModel, TrainConfig
 
@@ -112,23 +113,6 @@ def fill_frames(x: np.ndarray, frames: int) -> np.ndarray:
     if len(x) >= frames:
         return x
     return np.tile(x, (-(-frames // len(x)), 1))[:frames]
-
-
-def window_starts(n_frames: int, window: int, hop: int) -> np.ndarray:
-    """Starts of the test windows over an utterance of ``n_frames`` frames (module docstring).
-
-    Windows ``[s, s + window)`` every ``hop`` frames from 0; when the last one does not end on
-    the last frame, one more window ending there is added. ``[0]`` when
-    ``n_frames <= window`` (the utterance is then filled by :func:`fill_frames`).
-
-    Returns:
-        int64 starts, increasing, each ``<= max(n_frames - window, 0)``.
-    """
-    last = max(n_frames - window, 0)
-    starts = np.arange(0, last + 1, hop, dtype=np.int64)
-    if starts[-1] != last:
-        starts = np.append(starts, last)
-    return starts
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -481,6 +465,10 @@ class EmotionAEConfig(TrainConfig):
             raise ConfigError(
                 "emotion_ae: window_hop, bank, channel, GRU and classifier sizes must be >= 1"
             )
+        if self.window_hop > self.crop_frames:
+            raise ConfigError(
+                f"emotion_ae: window_hop ({self.window_hop}) > crop_frames ({self.crop_frames}) would leave frames unclassified"
+            )
         if self.channels % self.attention_heads or self.attention_heads < 1:
             raise ConfigError(
                 f"emotion_ae: channels={self.channels} must be a multiple of attention_heads={self.attention_heads}"
@@ -552,7 +540,7 @@ class EmotionAE(TorchSERModel):
             windows, owner = [], []
             for row, x in enumerate(items):
                 full = fill_frames(x, crop)
-                for t in window_starts(len(full), crop, cfg.window_hop):
+                for t in segment_starts(len(full), crop, cfg.window_hop):
                     windows.append(full[t : t + crop])
                     owner.append(row)
         batch = {"spec": torch.from_numpy(np.stack(windows).astype(np.float32))}
