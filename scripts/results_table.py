@@ -3,10 +3,14 @@
 Usage:
     python scripts/results_table.py RUN_DIR [RUN_DIR ...]
     python scripts/results_table.py --seeds RUN_DIR [RUN_DIR ...]
+    python scripts/results_table.py --cost RUN_DIR [RUN_DIR ...]
 
 ``--seeds`` groups folders whose names differ only in a trailing seed (``…-s0``, ``…-seed1``)
 and prints, per group, the mean ± sample standard deviation over seeds of the pooled UA, WA and
 macro-F1, the number of seeds, and the mean wall time of one run.
+``--cost`` prints one row per run with UA, WA, macro-F1, the fold mean ± std of UA, the mean best
+and run epochs of trained networks, and the wall time, CPU (user) seconds and peak resident memory
+that GNU ``time -v`` wrote to ``RUN_DIR.time`` (the run scripts in ``scripts/`` write it).
 """
 
 from __future__ import annotations
@@ -57,9 +61,45 @@ def seed_rows(runs: list[str]) -> None:
         print(f"| {name} | {len(metrics)} | {' | '.join(cells)} | {wall:.0f} |")
 
 
-def main(runs: list[str]) -> None:
+def _gnu_time(path: Path) -> dict[str, str]:
+    """Fields of a GNU ``time -v`` report, keyed by their label."""
+    if not path.exists():
+        return {}
+    pairs = (line.strip().rsplit(": ", 1) for line in path.read_text().splitlines() if ": " in line)
+    return {key: value for key, value in pairs}
+
+
+def cost_rows(runs: list[str]) -> None:
+    print("| run | UA | WA | macro-F1 | fold UA | best / run epochs | wall (h:mm:ss) | CPU s | peak GiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for run in map(Path, runs):
+        metrics = json.loads((run / "metrics.json").read_text())
+        fm = metrics["fold_mean"]
+        fits = [f for f in metrics.get("extra", {}).get("fit", {}).values() if "best_epoch" in f]
+        epochs = (
+            f"{statistics.mean(f['best_epoch'] for f in fits):.1f} / {statistics.mean(f['epochs_run'] for f in fits):.1f}"
+            if fits
+            else "–"
+        )
+        timed = _gnu_time(run.with_name(run.name + ".time"))
+        wall = timed.get("Elapsed (wall clock) time (h:mm:ss or m:ss)", "–")
+        cpu = f"{float(timed['User time (seconds)']):.0f}" if "User time (seconds)" in timed else "–"
+        peak = timed.get("Maximum resident set size (kbytes)")
+        peak = f"{int(peak) / 2**20:.2f}" if peak else "–"
+        print(
+            f"| {run.name} | {100 * metrics['ua']:.1f} | {100 * metrics['wa']:.1f} | {100 * metrics['macro_f1']:.1f} "
+            f"| {100 * fm['mean']['ua']:.1f} ± {100 * fm['std']['ua']:.1f} | {epochs} | {wall} | {cpu} | {peak} |"
+        )
+
+
+def main(args: list[str]) -> None:
+    # Globs like results/x/emodb-* also match the runs' GNU time reports (RUN.time): keep folders.
+    runs = [arg for arg in args if arg.startswith("--") or Path(arg).is_dir()]
     if runs and runs[0] == "--seeds":
         seed_rows(runs[1:])
+        return
+    if runs and runs[0] == "--cost":
+        cost_rows(runs[1:])
         return
     print("| corpus | features | model | normalisation | UA | WA | macro-F1 | UA fold mean ± std | wall s |")
     print("|---|---|---|---|---|---|---|---|---|")

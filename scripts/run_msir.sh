@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# MSIR Table 1 rows (Wu et al. 2024) on this 2-core CPU machine, in the CPU-budget form of
+# docs/results_msir.md: at most 30 epochs, early stopping patience 6, everything else the recipe's.
+#
+# Usage: scripts/run_msir.sh RUN [RUN ...]      (one after the other; one shell per core)
+#        RUN = CORPUS-ROW-LOSS-sSEED, e.g. emodb-w2v_en-fl-s1, emovo-llf_lstm_3d-ce-s0;
+#        CORPUS emodb|emovo, ROW = recipes/msir_<ROW>.yaml (or "msir" for the full system),
+#        LOSS fl (focal loss, eq. 7, ζ = 0.25, θ = 2) | ce (cross-entropy, the "w/o FL" ablation).
+# Each run writes results/msir/<RUN>/ and <RUN>.time (GNU time -v: wall time, peak memory);
+# a run whose .time file exists (done or running) is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+OUT=results/msir
+mkdir -p "$OUT"
+
+for name in "$@"; do
+    if [[ ! $name =~ ^(emodb|emovo)-(.+)-(fl|ce)-s([0-9]+)$ ]]; then
+        echo "bad run name $name (want CORPUS-ROW-LOSS-sSEED)" >&2; exit 2
+    fi
+    corpus=${BASH_REMATCH[1]} row=${BASH_REMATCH[2]} loss=${BASH_REMATCH[3]} seed=${BASH_REMATCH[4]}
+    recipe=recipes/msir_$row.yaml
+    [ "$row" = msir ] && recipe=recipes/msir.yaml
+    [ -e "$recipe" ] || { echo "no recipe $recipe for $name" >&2; exit 2; }
+    args=(--set model.config.max_epochs=30 --set model.config.patience=6 --set "seed=$seed")
+    if [ "$loss" = fl ]; then
+        args+=(--set model.config.loss=focal --set model.config.zeta=0.25 --set model.config.theta=2.0)
+    else
+        args+=(--set model.config.loss=cross_entropy)
+    fi
+    [ "$corpus" = emovo ] && args+=(--corpus emovo --root ../shared/corpora/emovo)
+    if [ -e "$OUT/$name.time" ]; then echo "skip $name (done or running)"; continue; fi
+    echo "$(date -u +%H:%M:%S) start $name: $recipe ${args[*]}"
+    /usr/bin/time -v -o "$OUT/$name.time" serkit experiment "$recipe" "${args[@]}" --out "$OUT/$name" --quiet
+    echo "$(date -u +%H:%M:%S) done $name"
+done
