@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Table 4 of the emotion-embedding autoencoder (Zhang and Xue 2021) on this 2-core CPU machine,
 # reduced as docs/results_ae.md says: encoder/decoder width 64 (paper 512), conv bank 16 per
-# kernel (128), GRUs 32 / 64 (128 / 256), at most 12 epochs (40), patience 4, one seed.
+# kernel (128), GRUs 32 / 64 (128 / 256), at most 12 epochs (40), patience 4.
 #
 # Usage: scripts/run_emotion_ae.sh RUN [RUN ...]     (runs one after the other; start two
-#        shells to use two cores). RUN names: see the case below, e.g. emodb-loso-ae_ee_in.
+#        shells to use two cores). RUN = CORPUS-PROTOCOL-ROW[-sSEED], e.g. emodb-loso-ae_ee_in,
+#        emovo-loso-ae-s1, emodb-kfold10-ae_ee_in; CORPUS emodb|emovo, PROTOCOL loso|kfold5|kfold10
+#        (speaker-dependent k-fold of the paper's Table 14), ROW: see the case below, seed 0 unless -sN.
 # Each run writes results/emotion_ae/<RUN>/ and <RUN>.time (GNU time -v: wall time, peak memory);
 # a run whose .time file exists (done or running) is skipped.
 set -euo pipefail
@@ -16,13 +18,14 @@ REDUCED=(--set model.config.channels=64 --set model.config.bank_channels=16
          --set model.config.encoder_gru=32 --set model.config.decoder_gru=64
          --set model.config.max_epochs=12 --set model.config.patience=4 --set n_jobs=1)
 EMOVO=(--corpus emovo --root ../shared/corpora/emovo)
-KFOLD5=(--set 'protocol={name: kfold, k: 5, seed: 0}')
 
 for name in "$@"; do
     corpus=${name%%-*}         # emodb | emovo
     rest=${name#*-}
-    protocol=${rest%%-*}       # loso | kfold5
-    row=${rest#*-}             # is10_svm | ae_ee_in | ae | ae_ee | ae_in | ae_os | ae_os_ee_in
+    protocol=${rest%%-*}       # loso | kfold5 | kfold10
+    row=${rest#*-}             # is10_svm | ae_ee_in | ae | ae_ee | ae_in | ae_os | ae_os_ee_in [-sN]
+    seed=0
+    if [[ $row =~ ^(.*)-s([0-9]+)$ ]]; then row=${BASH_REMATCH[1]}; seed=${BASH_REMATCH[2]}; fi
     case $row in
         is10_svm) recipe=is10_svm; args=(--set n_jobs=1) ;;
         ae_ee_in) recipe=emotion_ae; args=("${REDUCED[@]}") ;;
@@ -31,7 +34,12 @@ for name in "$@"; do
         *) echo "unknown row in $name" >&2; exit 2 ;;
     esac
     [ "$corpus" = emovo ] && args+=("${EMOVO[@]}")
-    [ "$protocol" = kfold5 ] && args+=("${KFOLD5[@]}")
+    case $protocol in
+        loso) ;;
+        kfold5 | kfold10) args+=(--set "protocol={name: kfold, k: ${protocol#kfold}, seed: 0}") ;;
+        *) echo "unknown protocol in $name" >&2; exit 2 ;;
+    esac
+    args+=(--set "seed=$seed")
     if [ -e "$OUT/$name.time" ]; then echo "skip $name (done or running)"; continue; fi
     echo "$(date -u +%H:%M:%S) start $name: recipes/$recipe.yaml ${args[*]}"
     nice -n 10 /usr/bin/time -v -o "$OUT/$name.time" \
