@@ -65,7 +65,7 @@ def _gnu_time(path: Path) -> dict[str, str]:
     """Fields of a GNU ``time -v`` report, keyed by their label."""
     if not path.exists():
         return {}
-    pairs = (line.strip().rsplit(": ", 1) for line in path.read_text().splitlines() if ": " in line)
+    pairs = (line.strip().split(": ", 1) for line in path.read_text().splitlines() if ": " in line)
     return {key: value for key, value in pairs}
 
 
