@@ -22,8 +22,10 @@ from serkit.models.blstm_fcn import (
     AttentionBLSTMFCN,
     AttentionBLSTMFCNNet,
     BLSTMFCNConfig,
+    MaskedBatchNorm2d,
     class_weights,
     lstm_cell_states,
+    recalibrate_batch_norm,
 )
 from serkit.training.trainer import pad_sequences, reverse_within_length
 
@@ -70,6 +72,60 @@ def test_padding_content_is_ignored():
         clean_v = net.embed({"x": x, "x_lengths": lengths})
         noisy_v = net.embed({"x": noisy, "x_lengths": lengths})
     torch.testing.assert_close(clean_v, noisy_v, rtol=1e-4, atol=1e-5)
+
+
+def _norm_inputs(net: nn.Module, batch: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each MaskedBatchNorm2d's (input, mask) in one forward pass of ``batch``."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, args, out: seen.append(args))
+             for m in net.modules() if isinstance(m, MaskedBatchNorm2d)]
+    with torch.no_grad():
+        net(batch)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+def _masked_stats(x: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and unbiased variance of ``x`` (B, C, F, T) over real frames, in float64."""
+    values = x.double().permute(1, 0, 2, 3)[:, mask[:, None, :].expand(-1, x.shape[2], -1)]  # (C, n)
+    return values.mean(1).numpy(), values.var(1, unbiased=True).numpy()
+
+
+def test_batch_norm_recalibration_fits_evaluation_statistics(emodb_logmels):
+    """After recalibration on a batch, each FCN batch norm's running mean / variance are the
+    statistics of its own evaluation-mode (dropout-free) input on that batch; the statistics
+    gathered while training with dropout are not."""
+    torch.manual_seed(0)
+    net = AttentionBLSTMFCNNet("x", 40, 7, BLSTMFCNConfig(branches=("fcn",), dropout=0.5, **SMALL))
+    x, lengths = pad_sequences(emodb_logmels)
+    batch = {"x": x, "x_lengths": lengths}
+    norms = [m for m in net.modules() if isinstance(m, MaskedBatchNorm2d)]
+    net.train()
+    with torch.no_grad():
+        for _ in range(30):  # running statistics from training-mode passes, dropout on
+            net(batch)
+    net.eval()
+    last_x, last_mask = _norm_inputs(net, batch)[-1]
+    mean, var = _masked_stats(last_x, last_mask)
+    assert not np.allclose(norms[-1].running_var.numpy(), var, rtol=0.05)  # the shift exists
+
+    recalibrate_batch_norm(net, [batch])
+    assert not net.training and not any(m.training for m in net.modules())
+    # rtol 1e-3: recalibration normalises with the biased batch variance, evaluation with the
+    # stored unbiased one, so deeper inputs differ by a factor of about 1 + 1 / (frames × bands).
+    for norm, (inputs, mask) in zip(norms, _norm_inputs(net, batch), strict=True):
+        mean, var = _masked_stats(inputs, mask)
+        np.testing.assert_allclose(norm.running_mean.numpy(), mean, rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(norm.running_var.numpy(), var, rtol=1e-3, atol=1e-6)
+        assert norm.momentum == 0.1
+
+    # Two batches: the first norm (input independent of any norm) keeps the mean of their statistics.
+    halves = [dict(zip(("x", "x_lengths"), pad_sequences(part), strict=True))
+              for part in (emodb_logmels[:2], emodb_logmels[2:])]
+    recalibrate_batch_norm(net, halves)
+    means = [_masked_stats(*_norm_inputs(net, half)[0])[0] for half in halves]
+    np.testing.assert_allclose(norms[0].running_mean.numpy(), (means[0] + means[1]) / 2, rtol=1e-4, atol=1e-5)
 
 
 def test_masked_softmax_reference_and_scale():

@@ -165,6 +165,14 @@ class TorchSERModel(SERModel):
         """The loss minimised on a training batch (default: cross-entropy on ``module(batch)``)."""
         return nn.functional.cross_entropy(module(batch), y)
 
+    def before_evaluation(self, module: nn.Module, X: Inputs, device: torch.device) -> None:
+        """Called after every training epoch, before validation and before the state is kept.
+
+        ``X`` are the epoch's training inputs. The default does nothing; a model whose
+        evaluation-mode statistics must be re-estimated from the training data (batch-norm
+        recalibration) overrides it.
+        """
+
     # ------------------------------------------------------------------ training
 
     def fit(
@@ -227,6 +235,7 @@ class TorchSERModel(SERModel):
                 loss.backward()
                 optimiser.step()
                 total += float(loss.detach()) * len(index)
+            self.before_evaluation(module, X, device)
             record = {"epoch": epoch, "train_loss": total / len(y)}
             if valid is not None:
                 proba = self._predict(module, valid[0], device)
