@@ -469,15 +469,7 @@ class AttentionBLSTMFCN(TorchSERModel):
         """Batch-norm recalibration on the training utterances (``bn_recalibrate``), FCN only."""
         if not self.config.bn_recalibrate or "fcn" not in self.config.branches:
             return
-        rng = np.random.default_rng(0)
-        key = self.feature_key(list(X))
-        order = np.argsort([len(x) for x in X[key]], kind="stable")
-        size = self.config.batch_size
-        batches = (
-            {k: v.to(device) for k, v in self.make_batch(X, order[i : i + size], train=False, rng=rng).items()}
-            for i in range(0, len(order), size)
-        )
-        recalibrate_batch_norm(module, batches)
+        recalibrate_batch_norm(module, (batch for _, batch in self.eval_batches(X, device)))
 
     def training_loss(
         self, module: nn.Module, batch: dict[str, torch.Tensor], y: torch.Tensor, class_counts: torch.Tensor
@@ -497,15 +489,8 @@ class AttentionBLSTMFCN(TorchSERModel):
         Computed in evaluation mode, utterances of similar length batched together.
         """
         module = self.module_.eval()
-        device = next(module.parameters()).device
-        key = self.feature_key(list(X))
-        data = X[key]
-        order = np.argsort([len(x) for x in data], kind="stable")
-        out = np.zeros((len(data), module.dim), dtype=np.float32)
-        rng = np.random.default_rng(0)
-        for start in range(0, len(data), self.config.batch_size):
-            index = order[start : start + self.config.batch_size]
-            batch = {k: v.to(device) for k, v in self.make_batch(X, index, train=False, rng=rng).items()}
+        out = np.zeros((len(X[self.feature_key(list(X))]), module.dim), dtype=np.float32)
+        for index, batch in self.eval_batches(X, next(module.parameters()).device):
             out[index] = module.embed(batch).cpu().numpy()
         return out
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -259,20 +259,26 @@ class TorchSERModel(SERModel):
 
     # ------------------------------------------------------------------ inference
 
+    def eval_batches(self, X: Inputs, device: torch.device) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+        """Evaluation batches of ``X`` on ``device``: ``(row indices, batch)`` pairs covering every row once.
+
+        Utterances of similar length (of the first input, when frame-level) share a batch: less
+        padding, same results.
+        """
+        first = next(iter(X.values()))
+        order = np.argsort([len(x) for x in first], kind="stable") if isinstance(first, list) else np.arange(len(first))
+        rng = np.random.default_rng(0)
+        for start in range(0, len(order), self.config.batch_size):
+            index = order[start : start + self.config.batch_size]
+            yield index, _to(self.make_batch(X, index, train=False, rng=rng), device)
+
     @torch.no_grad()
     def _predict(self, module: nn.Module, X: Inputs, device: torch.device) -> np.ndarray:
         was_training = module.training
         module.eval()
-        n = len(next(iter(X.values())))
-        # Batch utterances of similar length together: less padding, same results.
-        first = next(iter(X.values()))
-        order = np.argsort([len(x) for x in first]) if isinstance(first, list) else np.arange(n)
-        out = np.zeros((n, len(self.labels_)))
-        rng = np.random.default_rng(0)
-        for start in range(0, n, self.config.batch_size):
-            index = order[start : start + self.config.batch_size]
-            logits = module(_to(self.make_batch(X, index, train=False, rng=rng), device))
-            out[index] = torch.softmax(logits.double(), dim=1).cpu().numpy()
+        out = np.zeros((len(next(iter(X.values()))), len(self.labels_)))
+        for index, batch in self.eval_batches(X, device):
+            out[index] = torch.softmax(module(batch).double(), dim=1).cpu().numpy()
         module.train(was_training)
         return out
 
