@@ -55,8 +55,8 @@ def seed_rows(runs: list[str]) -> None:
         cells = []
         for key in ("ua", "wa", "macro_f1"):
             values = [m[key] for m in metrics]
-            spread = statistics.stdev(values) if len(values) > 1 else float("nan")
-            cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f}")
+            spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+            cells.append(f"{statistics.mean(values):.3f}{spread}")
         wall = statistics.mean(_wall(m) for m in metrics)
         print(f"| {name} | {len(metrics)} | {' | '.join(cells)} | {wall:.0f} |")
 
