@@ -25,9 +25,14 @@ from serkit.models.blstm_fcn import MaskedBatchNorm2d
 from serkit.recipe import load_recipe
 
 
+def fcn_norms(module: torch.nn.Module) -> list[MaskedBatchNorm2d]:
+    """The FCN batch norms of ``module``, first to last."""
+    return [m for m in module.modules() if isinstance(m, MaskedBatchNorm2d)]
+
+
 def norm_inputs(model, X) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
     """Per batch norm, the (input, mask) pairs of one evaluation pass over ``X``."""
-    norms = [m for m in model.module_.modules() if isinstance(m, MaskedBatchNorm2d)]
+    norms = fcn_norms(model.module_)
     seen: list[list] = [[] for _ in norms]
     hooks = [n.register_forward_hook(lambda mod, args, out, i=i: seen[i].append(args)) for i, n in enumerate(norms)]
     model.predict_proba(X)
@@ -46,7 +51,7 @@ def masked_moments(pairs) -> tuple[torch.Tensor, torch.Tensor]:
 def batch_stats_ua(model, X, y) -> float:
     """Training-utterance UA with dropout off and every batch norm on its batch's statistics."""
     module = model.module_.eval()
-    norms = [m for m in module.modules() if isinstance(m, MaskedBatchNorm2d)]
+    norms = fcn_norms(module)
     saved = [(n.running_mean.clone(), n.running_var.clone(), n.momentum) for n in norms]
     for n in norms:
         n.train()
@@ -67,32 +72,42 @@ def main() -> None:
     parser.add_argument("--root", default="data/emodb")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    recipe = load_recipe(
+        "recipes/blstm_fcn_attention_fcn.yaml",
+        overrides=[
+            f"corpus.root={args.root}",
+            "model.config.fcn_filters=[16,32,32]",
+            "model.config.max_train_frames=300",
+            "model.config.batch_size=32",
+            f"model.config.max_epochs={args.epochs}",
+            "model.config.valid_speakers=0",
+        ],
+    )
+    data = prepare_dataset(recipe, progress=False)
+    fold = make_folds(data.table, recipe["protocol"]).folds[0]
+    speakers = data.table["speaker"].to_numpy()
+    normalisers = fit_normalisers(recipe["normalisation"], data.rows(fold.train), speakers[fold.train])
+    X = normalise(normalisers, data.rows(fold.train), speakers[fold.train])
+    X_test = normalise(normalisers, data.rows(fold.test), speakers[fold.test])
+    y = data.y[fold.train]
     for recalibrate in (False, True):
-        recipe = load_recipe("recipes/blstm_fcn_attention_fcn.yaml", overrides=[
-            f"corpus.root={args.root}", "model.config.fcn_filters=[16,32,32]", "model.config.max_train_frames=300",
-            "model.config.batch_size=32", f"model.config.max_epochs={args.epochs}", "model.config.valid_speakers=0",
-            f"model.config.bn_recalibrate={str(recalibrate).lower()}"])
-        data = prepare_dataset(recipe, progress=False)
-        fold = make_folds(data.table, recipe["protocol"]).folds[0]
-        speakers = data.table["speaker"].to_numpy()
-        norms = fit_normalisers(recipe["normalisation"], data.rows(fold.train), speakers[fold.train])
-        X = normalise(norms, data.rows(fold.train), speakers[fold.train])
-        X_test = normalise(norms, data.rows(fold.test), speakers[fold.test])
-        y = data.y[fold.train]
-        model = get_model(recipe["model"]["name"], recipe["model"]["config"])
+        model = get_model(recipe["model"]["name"], {**recipe["model"]["config"], "bn_recalibrate": recalibrate})
         model.fit(X, y, labels=data.labels, groups=speakers[fold.train], seed=0)
         print(f"bn_recalibrate={recalibrate}, {fold.name} held out, {args.epochs} epochs")
-        layers = [m for m in model.module_.modules() if isinstance(m, MaskedBatchNorm2d)]
-        for i, (norm, pairs) in enumerate(zip(layers, norm_inputs(model, X), strict=True)):
+        for i, (norm, pairs) in enumerate(zip(fcn_norms(model.module_), norm_inputs(model, X), strict=True)):
             mean, var = masked_moments(pairs)
             ratio = (var / norm.running_var.double()).median()
             shift = ((mean - norm.running_mean.double()).abs() / norm.running_var.double().sqrt()).median()
-            print(f"  norm {i}: eval input variance / running variance {ratio:.2f}, "
-                  f"|mean - running mean| / running sd {shift:.2f} (medians over channels)")
+            print(
+                f"  norm {i}: eval input variance / running variance {ratio:.2f}, "
+                f"|mean - running mean| / running sd {shift:.2f} (medians over channels)"
+            )
         train_ua = balanced_accuracy_score(y, model.predict_proba(X).argmax(1))
         test_ua = balanced_accuracy_score(data.y[fold.test], model.predict_proba(X_test).argmax(1))
-        print(f"  training-utterance UA: evaluation mode {train_ua:.3f}, batch statistics {batch_stats_ua(model, X, y):.3f}; "
-              f"test speaker UA {test_ua:.3f}")
+        print(
+            f"  training-utterance UA: evaluation mode {train_ua:.3f}, batch statistics {batch_stats_ua(model, X, y):.3f}; "
+            f"test speaker UA {test_ua:.3f}"
+        )
 
 
 if __name__ == "__main__":
