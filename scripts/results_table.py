@@ -15,6 +15,7 @@ that GNU ``time -v`` wrote to ``RUN_DIR.time`` (the run scripts in ``scripts/`` 
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import statistics
@@ -45,9 +46,9 @@ def _wall(metrics: dict) -> float:
     return extra.get("wall_time_s", {}).get("total", extra.get("fit_wall_time_s", float("nan")))
 
 
-def seed_rows(runs: list[str]) -> None:
+def seed_rows(runs: list[Path]) -> None:
     groups: dict[str, list[dict]] = defaultdict(list)
-    for run in map(Path, runs):
+    for run in runs:
         groups[re.sub(r"-(s|seed)\d+$", "", run.name)].append(json.loads((run / "metrics.json").read_text()))
     print("| runs | seeds | UA | WA | macro-F1 | wall s per run |")
     print("|---|---|---|---|---|---|")
@@ -69,10 +70,10 @@ def _gnu_time(path: Path) -> dict[str, str]:
     return {key: value for key, value in pairs}
 
 
-def cost_rows(runs: list[str]) -> None:
+def cost_rows(runs: list[Path]) -> None:
     print("| run | UA | WA | macro-F1 | fold UA | best / run epochs | wall (h:mm:ss) | CPU s | peak GiB |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for run in map(Path, runs):
+    for run in runs:
         metrics = json.loads((run / "metrics.json").read_text())
         fm = metrics["fold_mean"]
         fits = [f for f in metrics.get("extra", {}).get("fit", {}).values() if "best_epoch" in f]
@@ -93,18 +94,25 @@ def cost_rows(runs: list[str]) -> None:
 
 
 def main(args: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--seeds", action="store_true", help="mean ± std over seeds per group of runs")
+    mode.add_argument("--cost", action="store_true", help="one row per run with epochs, wall, CPU s, peak memory")
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (files such as RUN.time are ignored)")
+    opts = parser.parse_args(args)
     # Globs like results/x/emodb-* also match the runs' GNU time reports (RUN.time): keep folders.
-    runs = [arg for arg in args if arg.startswith("--") or Path(arg).is_dir()]
-    if runs and runs[0] == "--seeds":
-        seed_rows(runs[1:])
-        return
-    if runs and runs[0] == "--cost":
-        cost_rows(runs[1:])
-        return
-    print("| corpus | features | model | normalisation | UA | WA | macro-F1 | UA fold mean ± std | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for run in runs:
-        print(row(Path(run)))
+    runs = [run for run in opts.runs if run.is_dir()]
+    if not runs:
+        parser.error("none of the given paths is a run folder")
+    if opts.seeds:
+        seed_rows(runs)
+    elif opts.cost:
+        cost_rows(runs)
+    else:
+        print("| corpus | features | model | normalisation | UA | WA | macro-F1 | UA fold mean ± std | wall s |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for run in runs:
+            print(row(run))
 
 
 if __name__ == "__main__":
