@@ -98,10 +98,16 @@ def main(args: list[str]) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--seeds", action="store_true", help="mean ± std over seeds per group of runs")
     mode.add_argument("--cost", action="store_true", help="one row per run with epochs, wall, CPU s, peak memory")
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders (files such as RUN.time are ignored)")
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (other paths, e.g. RUN.time, are ignored)")
     opts = parser.parse_args(args)
-    # Globs like results/x/emodb-* also match the runs' GNU time reports (RUN.time): keep folders.
-    runs = [run for run in opts.runs if run.is_dir()]
+    # Globs like results/x/emodb-* also match the runs' GNU time reports (RUN.time) and the
+    # benchmarks' partial/ folders: keep folders with a metrics.json, name skipped folders.
+    runs = [run for run in opts.runs if (run / "metrics.json").is_file()]
+    for skipped in sorted(set(opts.runs) - set(runs)):
+        if not skipped.exists():
+            print(f"skipped {skipped}: no such file or folder", file=sys.stderr)
+        elif skipped.is_dir():
+            print(f"skipped {skipped}: no metrics.json (unfinished run?)", file=sys.stderr)
     if not runs:
         parser.error("none of the given paths is a run folder")
     if opts.seeds:
