@@ -73,10 +73,14 @@ def _gnu_time(path: Path) -> dict[str, str]:
 def cost_rows(runs: list[Path]) -> None:
     print("| run | UA | WA | macro-F1 | fold UA | best / run epochs | wall (h:mm:ss) | CPU s | peak GiB |")
     print("|---|---|---|---|---|---|---|---|---|")
+    names = [run.name for run in runs]
     for run in runs:
         metrics = json.loads((run / "metrics.json").read_text())
         fm = metrics["fold_mean"]
-        fits = [f for f in metrics.get("extra", {}).get("fit", {}).values() if "best_epoch" in f]
+        label = run.name if names.count(run.name) == 1 else f"{run.parent.name}/{run.name}"
+        # serkit experiment stores fit[fold] = {best_epoch, ...}; bench_blstm_fcn.py nests it under "network"
+        fits = [f.get("network", f) for f in metrics.get("extra", {}).get("fit", {}).values()]
+        fits = [f for f in fits if "best_epoch" in f]
         epochs = (
             f"{statistics.mean(f['best_epoch'] for f in fits):.1f} / {statistics.mean(f['epochs_run'] for f in fits):.1f}"
             if fits
@@ -88,7 +92,7 @@ def cost_rows(runs: list[Path]) -> None:
         peak = timed.get("Maximum resident set size (kbytes)")
         peak = f"{int(peak) / 2**20:.2f}" if peak else "–"
         print(
-            f"| {run.name} | {100 * metrics['ua']:.1f} | {100 * metrics['wa']:.1f} | {100 * metrics['macro_f1']:.1f} "
+            f"| {label} | {100 * metrics['ua']:.1f} | {100 * metrics['wa']:.1f} | {100 * metrics['macro_f1']:.1f} "
             f"| {100 * fm['mean']['ua']:.1f} ± {100 * fm['std']['ua']:.1f} | {epochs} | {wall} | {cpu} | {peak} |"
         )
 
