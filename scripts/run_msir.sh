@@ -6,9 +6,10 @@
 # in rows without a CR branch); everything else the recipe's.
 #
 # Usage: scripts/run_msir.sh RUN [RUN ...]      (one after the other; one shell per core)
-#        RUN = CORPUS-ROW-LOSS-sSEED, e.g. emodb-w2v_en-fl-s1, emovo-llf_lstm_3d-ce-s0;
+#        RUN = CORPUS-ROW-LOSS-sSEED[-vN], e.g. emodb-w2v_en-fl-s1, emovo-llf_lstm_3d-ce-s0;
 #        CORPUS emodb|emovo, ROW = recipes/msir_<ROW>.yaml (or "msir" for the full system),
-#        LOSS fl (focal loss, eq. 7, ζ = 0.25, θ = 2) | ce (cross-entropy, the "w/o FL" ablation).
+#        LOSS fl (focal loss, eq. 7, ζ = 0.25, θ = 2) | ce (cross-entropy, the "w/o FL" ablation),
+#        -vN: hold out N training speakers for early stopping instead of the recipe's one.
 # Each run writes results/msir/<RUN>/ and <RUN>.time (GNU time -v: wall time, peak memory);
 # a run whose .time file exists (done or running) is skipped.
 set -euo pipefail
@@ -18,10 +19,11 @@ OUT=results/msir
 mkdir -p "$OUT"
 
 for name in "$@"; do
-    if [[ ! $name =~ ^(emodb|emovo)-(.+)-(fl|ce)-s([0-9]+)$ ]]; then
-        echo "bad run name $name (want CORPUS-ROW-LOSS-sSEED)" >&2; exit 2
+    if [[ ! $name =~ ^(emodb|emovo)-(.+)-(fl|ce)-s([0-9]+)(-v([0-9]+))?$ ]]; then
+        echo "bad run name $name (want CORPUS-ROW-LOSS-sSEED[-vN])" >&2; exit 2
     fi
     corpus=${BASH_REMATCH[1]} row=${BASH_REMATCH[2]} loss=${BASH_REMATCH[3]} seed=${BASH_REMATCH[4]}
+    valid=${BASH_REMATCH[6]}
     recipe=recipes/msir_$row.yaml
     [ "$row" = msir ] && recipe=recipes/msir.yaml
     [ -e "$recipe" ] || { echo "no recipe $recipe for $name" >&2; exit 2; }
@@ -32,6 +34,7 @@ for name in "$@"; do
     else
         args+=(--set model.config.loss=cross_entropy)
     fi
+    [ -n "$valid" ] && args+=(--set "model.config.valid_speakers=$valid")
     [ "$corpus" = emovo ] && args+=(--corpus emovo --root ../shared/corpora/emovo)
     if [ -e "$OUT/$name.time" ]; then echo "skip $name (done or running)"; continue; fi
     echo "$(date -u +%H:%M:%S) start $name: $recipe ${args[*]}"
