@@ -3,12 +3,13 @@
 Usage:
     python scripts/compare_runs.py --a RUN_DIR [RUN_DIR ...] --b RUN_DIR [RUN_DIR ...]
 
-Runs are matched by their trailing seed (``…-s0``, ``…-seed1``) and, within a seed, folds by
-name (``speaker-03``), so every pair is one test speaker scored by both systems with the same
-seed. Prints the number of pairs, how often A's fold UA is above, equal to and below B's, the mean
-paired difference A − B with its standard error, a two-sided Wilcoxon signed-rank test and a
-two-sided sign test (ties dropped). The pairs are not independent (the same speaker appears once
-per seed), so the p-values are descriptive, not a licence to call a difference real.
+Runs are matched by their trailing seed (``…-s0``, ``…-seed1``, then an optional ``-vN``) and,
+within a seed, folds by name (``speaker-03``), so every pair is one test speaker scored by both
+systems with the same seed. Prints the number of pairs, how often A's fold UA is above, equal to and
+below B's, the mean paired difference A − B with its standard error, a two-sided Wilcoxon
+signed-rank test and a two-sided sign test (ties dropped). The pairs are not independent (the same
+speaker appears once per seed), so the p-values are descriptive, not a licence to call a difference
+real.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ def fold_ua(runs: list[Path]) -> dict[tuple[str, str], float]:
     """(seed, fold name) -> fold UA for every fold of every run; seed from the folder name."""
     scores = {}
     for run in runs:
-        match = re.search(r"-(?:s|seed)(\d+)$", run.name)
+        match = re.search(r"-(?:s|seed)(\d+)(?:-v\d+)?$", run.name)
         if match is None:
-            raise SystemExit(f"{run}: folder name does not end in -sN or -seedN")
+            raise SystemExit(f"{run}: folder name does not end in -sN or -seedN (optionally then -vN)")
         for fold in json.loads((run / "metrics.json").read_text())["folds"]:
             scores[(match.group(1), fold["fold"])] = fold["ua"]
     return scores
