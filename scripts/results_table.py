@@ -10,7 +10,10 @@ and prints, per group, the mean ± sample standard deviation over seeds of the p
 macro-F1, the number of seeds, and the mean wall time of one run.
 ``--cost`` prints one row per run with UA, WA, macro-F1, the fold mean ± std of UA, the mean best
 and run epochs of trained networks, and the wall time, CPU (user) seconds and peak resident memory
-that GNU ``time -v`` wrote to ``RUN_DIR.time`` (the run scripts in ``scripts/`` write it).
+that GNU ``time -v`` wrote to ``RUN_DIR.time`` (the run scripts in ``scripts/`` write it). For
+a run continued with ``serkit experiment --resume``, whose earlier parts may have been killed
+before ``time`` could report, they come from ``metrics.json`` instead (wall: its total, CPU: the
+folds' user seconds, peak: the largest fold's) and the run is marked "(resumed)".
 """
 
 from __future__ import annotations
@@ -86,11 +89,20 @@ def cost_rows(runs: list[Path]) -> None:
             if fits
             else "–"
         )
-        timed = _gnu_time(run.with_name(run.name + ".time"))
-        wall = timed.get("Elapsed (wall clock) time (h:mm:ss or m:ss)", "–")
-        cpu = f"{float(timed['User time (seconds)']):.0f}" if "User time (seconds)" in timed else "–"
-        peak = timed.get("Maximum resident set size (kbytes)")
-        peak = f"{int(peak) / 2**20:.2f}" if peak else "–"
+        extra = metrics.get("extra", {})
+        if extra.get("resumed_folds"):
+            costs = extra["fold_cost"].values()
+            seconds = round(extra["wall_time_s"]["total"])
+            wall = f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+            cpu = f"{sum(c['user_cpu_s'] for c in costs):.0f}"
+            peak = f"{max(c['peak_rss_mib'] for c in costs) / 2**10:.2f}"
+            label += " (resumed)"
+        else:
+            timed = _gnu_time(run.with_name(run.name + ".time"))
+            wall = timed.get("Elapsed (wall clock) time (h:mm:ss or m:ss)", "–")
+            cpu = f"{float(timed['User time (seconds)']):.0f}" if "User time (seconds)" in timed else "–"
+            peak = timed.get("Maximum resident set size (kbytes)")
+            peak = f"{int(peak) / 2**20:.2f}" if peak else "–"
         print(
             f"| {label} | {100 * metrics['ua']:.1f} | {100 * metrics['wa']:.1f} | {100 * metrics['macro_f1']:.1f} "
             f"| {100 * fm['mean']['ua']:.1f} ± {100 * fm['std']['ua']:.1f} | {epochs} | {wall} | {cpu} | {peak} |"

@@ -10,8 +10,10 @@
 #        CORPUS emodb|emovo, ROW = recipes/msir_<ROW>.yaml (or "msir" for the full system),
 #        LOSS fl (focal loss, eq. 7, ζ = 0.25, θ = 2) | ce (cross-entropy, the "w/o FL" ablation),
 #        -vN: hold out N training speakers for early stopping instead of the recipe's one.
-# Each run writes results/msir/<RUN>/ and <RUN>.time (GNU time -v: wall time, peak memory);
-# a run whose .time file exists (done or running) is skipped.
+# Each run writes results/msir/<RUN>/ and <RUN>.time (GNU time -v: wall time, peak memory). A run
+# whose folder exists is done and skipped, one that another shell is running (it holds <RUN>.lock)
+# is skipped, and one that was interrupted continues from the folds it finished (serkit experiment
+# --resume; <RUN>.time then gets one report per part, and metrics.json's fold_cost has every fold).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -36,8 +38,12 @@ for name in "$@"; do
     fi
     [ -n "$valid" ] && args+=(--set "model.config.valid_speakers=$valid")
     [ "$corpus" = emovo ] && args+=(--corpus emovo --root ../shared/corpora/emovo)
-    if [ -e "$OUT/$name.time" ]; then echo "skip $name (done or running)"; continue; fi
+    if [ -e "$OUT/$name/metrics.json" ]; then echo "skip $name (done)"; continue; fi
+    exec 9>"$OUT/$name.lock"
+    if ! flock -n 9; then echo "skip $name (running in another shell)"; exec 9>&-; continue; fi
     echo "$(date -u +%H:%M:%S) start $name: $recipe ${args[*]}"
-    /usr/bin/time -v -o "$OUT/$name.time" serkit experiment "$recipe" "${args[@]}" --out "$OUT/$name" --quiet
+    /usr/bin/time -a -v -o "$OUT/$name.time" \
+        serkit experiment "$recipe" "${args[@]}" --out "$OUT/$name" --resume --quiet
+    exec 9>&-
     echo "$(date -u +%H:%M:%S) done $name"
 done

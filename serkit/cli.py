@@ -50,6 +50,10 @@ def experiment(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default results/<name>-<corpus>-<time>).")] = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue an interrupted run into --out, reusing the folds it kept in OUT.folds/."),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a recipe on its protocol's folds and write a report folder."""
@@ -59,7 +63,7 @@ def experiment(
     _setup_logging(quiet)
     try:
         resolved = load_recipe(recipe, corpus=corpus, root=root, overrides=set_ or ())
-        run_dir = run_experiment(resolved, out_dir, progress=not quiet, overwrite=overwrite)
+        run_dir = run_experiment(resolved, out_dir, progress=not quiet, overwrite=overwrite, resume=resume)
     except SerkitError as exc:
         _fail(exc)
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -4,12 +4,20 @@
 writes a run folder (:func:`serkit.evaluation.report.write_run`). :func:`train_bundle` fits the
 same recipe on every utterance of the corpus and saves a model bundle (:mod:`serkit.bundle`).
 Both drop utterances whose audio is unusable and report them; neither writes anything until the
-work is complete.
+work is complete. While :func:`run_experiment` works, each finished fold is kept in
+``<run folder>.folds/`` (:class:`FoldCheckpoints`), so an interrupted run can be continued with
+``resume=True`` (``serkit experiment --resume``) instead of starting again; the folder is deleted
+once the run folder is written.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
+import resource
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,11 +30,12 @@ import pandas as pd
 import serkit
 from serkit.bundle import save_bundle
 from serkit.corpora import get_corpus
-from serkit.errors import FeatureError
+from serkit.errors import ConfigError, FeatureError
 from serkit.evaluation.normalise import Normaliser, fit_normaliser
 from serkit.evaluation.protocols import Fold, make_folds
 from serkit.evaluation.report import write_run
 from serkit.features import FeatureSet, extract_features, get_extractor
+from serkit.io import atomic_write_bytes, check_output_dir
 from serkit.models.base import FeatureData, Inputs, get_model, take_rows
 
 log = logging.getLogger(__name__)
@@ -132,6 +141,99 @@ def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndar
     return model.predict_proba(x_test), model.fit_info()
 
 
+# Recipe keys that change where features are cached and how many workers extract them, never a result.
+_NOT_RESULT_KEYS = ("cache_dir", "n_jobs")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
+@dataclass
+class FoldResult:
+    """What one fold of :func:`run_experiment` produced.
+
+    Attributes:
+        proba: ``(n_test, K)`` test probabilities, rows in ``fold.test`` order.
+        info: the model's :meth:`fit_info` (plain data).
+        cost: ``wall_s`` (seconds), ``user_cpu_s`` (user CPU seconds of this process) and
+            ``peak_rss_mib`` (the process's peak resident memory so far, MiB) of the fold.
+    """
+
+    proba: np.ndarray
+    info: dict[str, Any]
+    cost: dict[str, float]
+
+
+class FoldCheckpoints:
+    """Finished folds of one run, one ``<fold>.npz`` each in ``<out_dir>.folds/``.
+
+    A checkpoint records the recipe's digest (SHA-256 of the recipe without ``cache_dir`` and
+    ``n_jobs``) and the fold's test utterance IDs, so a fold is only reused by the same recipe on
+    the same folds. Each file is written atomically: a fold is either complete or absent.
+    """
+
+    def __init__(self, out_dir: str | Path, recipe: dict[str, Any]):
+        out_dir = Path(out_dir)
+        self.dir = out_dir.with_name(out_dir.name + ".folds")
+        kept = {key: value for key, value in recipe.items() if key not in _NOT_RESULT_KEYS}
+        self.digest = hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+    def finished(self) -> list[str]:
+        """Names of the folds kept so far."""
+        return sorted(path.stem for path in self.dir.glob("*.npz")) if self.dir.is_dir() else []
+
+    def save(self, fold: str, test_ids: list[str], result: FoldResult) -> None:
+        meta = {"recipe_sha256": self.digest, "fold": fold, "test_ids": test_ids, "info": result.info, "cost": result.cost}
+        buffer = io.BytesIO()
+        np.savez(buffer, proba=result.proba, meta=np.array(json.dumps(meta, default=_jsonable)))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.dir / f"{fold}.npz", buffer.getvalue())
+
+    def load(self, fold: str, test_ids: list[str]) -> FoldResult | None:
+        """The kept result of ``fold``, or None if it has none.
+
+        Raises:
+            ConfigError: the checkpoint is unreadable, was made by a different recipe, or tested
+                other utterances (the corpus or protocol changed).
+        """
+        path = self.dir / f"{fold}.npz"
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                proba, meta = saved["proba"], json.loads(str(saved["meta"]))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"{path}: unreadable fold checkpoint ({exc}); delete it to run that fold again") from exc
+        if meta["recipe_sha256"] != self.digest:
+            raise ConfigError(
+                f"{path} was made by a different recipe; resume with the same recipe and overrides, "
+                f"or delete {self.dir} to start again"
+            )
+        if meta["test_ids"] != test_ids or proba.shape[0] != len(test_ids):
+            raise ConfigError(f"{path} tested other utterances than fold {fold} of this run (corpus or protocol changed)")
+        return FoldResult(proba, meta["info"], meta["cost"])
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _timed_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> FoldResult:
+    wall, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_utime
+    proba, info = run_fold(recipe, data, fold)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cost = {
+        "wall_s": round(time.perf_counter() - wall, 2),
+        "user_cpu_s": round(usage.ru_utime - cpu, 2),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
+    }
+    return FoldResult(proba, info, cost)
+
+
 def default_run_dir(recipe: dict[str, Any], base: str | Path = "results") -> Path:
     """``results/<name>-<corpus>-<UTC time>``."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -144,26 +246,55 @@ def run_experiment(
     *,
     progress: bool = True,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> Path:
     """Evaluate a resolved recipe on its protocol's folds and write the run folder.
 
+    Every finished fold is kept in ``<out_dir>.folds/`` (:class:`FoldCheckpoints`) until the run
+    folder is written. With ``resume=True`` the folds kept there by an interrupted run of the same
+    recipe are reused and only the others are fitted. Each fold's model is seeded on its own, so
+    the result is the one an uninterrupted run gives.
+
     Returns:
         The run folder (``config.yaml``, ``metrics.json``, ``predictions.csv``, ``report.md``,
-        ``confusion.png``), created atomically.
+        ``confusion.png``), created atomically. ``metrics.json["extra"]`` holds ``fold_cost``
+        (wall seconds, user CPU seconds, peak memory per fold, also of reused folds) and
+        ``resumed_folds``.
 
     Raises:
-        ConfigError, CorpusError, FeatureError: bad recipe, corpus or features; nothing is written.
+        ConfigError: bad recipe; ``out_dir`` already holds a run and ``overwrite`` is false
+            (checked before any work); ``<out_dir>.folds/`` holds folds of an interrupted run while
+            ``resume`` and ``overwrite`` are false (``overwrite`` alone discards them); a kept fold
+            comes from another recipe or other folds.
+        CorpusError, FeatureError: bad corpus or features. Nothing but fold checkpoints is written.
     """
     out_dir = Path(out_dir) if out_dir is not None else default_run_dir(recipe)
+    check_output_dir(out_dir, overwrite=overwrite)
+    checkpoints = FoldCheckpoints(out_dir, recipe)
+    if checkpoints.finished() and not resume:
+        if not overwrite:
+            raise ConfigError(
+                f"{checkpoints.dir} holds {len(checkpoints.finished())} finished folds of an interrupted run; "
+                "resume it (--resume), replace it (--overwrite) or delete that folder"
+            )
+        log.warning("discarding the folds of an interrupted run in %s (overwrite)", checkpoints.dir)
+        checkpoints.clear()
     started = time.perf_counter()
     data = prepare_dataset(recipe, progress=progress)
     extraction_s = time.perf_counter() - started
     protocol = make_folds(data.table, recipe["protocol"])
     frames = []
-    fit_info = {}
+    fit_info, fold_cost, resumed = {}, {}, []
     for fold in protocol.folds:
-        proba, info = run_fold(recipe, data, fold)
         rows = data.table.iloc[fold.test]
+        test_ids = rows["utterance_id"].tolist()
+        result = checkpoints.load(fold.name, test_ids) if resume else None
+        if result is None:
+            result = _timed_fold(recipe, data, fold)
+            checkpoints.save(fold.name, test_ids, result)
+        else:
+            resumed.append(fold.name)
+        proba = result.proba
         frame = pd.DataFrame(
             {
                 "utterance_id": rows["utterance_id"].to_numpy(),
@@ -176,17 +307,24 @@ def run_experiment(
         for k, lab in enumerate(data.labels):
             frame[f"p_{lab}"] = proba[:, k]
         frames.append(frame)
-        fit_info[fold.name] = info
-        log.info("fold %s done", fold.name)
+        fit_info[fold.name] = result.info
+        fold_cost[fold.name] = result.cost
+        log.info("fold %s %s", fold.name, "reused" if fold.name in resumed else "done")
     described = protocol.describe()
     described["normalisation"] = recipe["normalisation"]
     extra = {
         "failures": data.failures,
         "fit": fit_info,
+        "fold_cost": fold_cost,
+        "resumed_folds": resumed,
         "serkit_version": serkit.__version__,
-        "wall_time_s": {"features": round(extraction_s, 2), "total": round(time.perf_counter() - started, 2)},
+        # total: this call plus the reused folds' own time
+        "wall_time_s": {
+            "features": round(extraction_s, 2),
+            "total": round(time.perf_counter() - started + sum(fold_cost[name]["wall_s"] for name in resumed), 2),
+        },
     }
-    return write_run(
+    run_dir = write_run(
         out_dir,
         config=recipe,
         predictions=pd.concat(frames, ignore_index=True),
@@ -195,6 +333,8 @@ def run_experiment(
         extra=extra,
         overwrite=overwrite,
     )
+    checkpoints.clear()
+    return run_dir
 
 
 def train_bundle(

@@ -71,13 +71,13 @@ def atomic_directory(out_dir: str | Path, *, overwrite: bool = False) -> Iterato
             before the body runs and again before the final rename), or is a file.
     """
     out_dir = Path(out_dir)
-    _check_target(out_dir, overwrite)
+    check_output_dir(out_dir, overwrite=overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f"{out_dir.name}.partial-{secrets.token_hex(4)}")
     tmp.mkdir()
     try:
         yield tmp
-        _check_target(out_dir, overwrite)
+        check_output_dir(out_dir, overwrite=overwrite)
         if out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
         if out_dir.exists():
@@ -92,7 +92,16 @@ def atomic_directory(out_dir: str | Path, *, overwrite: bool = False) -> Iterato
         raise
 
 
-def _check_target(out_dir: Path, overwrite: bool) -> None:
+def check_output_dir(out_dir: str | Path, *, overwrite: bool = False) -> None:
+    """Check that ``out_dir`` may be created (absent or empty) or replaced (``overwrite``).
+
+    Call it before long work whose result goes to ``out_dir``, so the run fails at once rather
+    than at the end; :func:`atomic_directory` checks again before it renames.
+
+    Raises:
+        ConfigError: ``out_dir`` is a file, or a non-empty folder while ``overwrite`` is false.
+    """
+    out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"output path {out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:

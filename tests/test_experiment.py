@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from serkit.audio import load_audio
 from serkit.bundle import FORMAT_VERSION, load_bundle
 from serkit.cli import app
-from serkit.errors import BundleError, FeatureError
+from serkit.errors import BundleError, ConfigError, FeatureError
 from serkit.evaluation.report import read_predictions
 from serkit.experiment import prepare_dataset, run_experiment, train_bundle
 from serkit.recipe import load_recipe, resolve_recipe
@@ -82,22 +82,75 @@ def test_saved_config_reruns_to_the_same_result(global_run, tmp_path):
     pd.testing.assert_frame_equal(first, second)
 
 
-def test_interrupted_run_leaves_nothing(egemaps, tmp_path, monkeypatch):
+def _interrupt_at(monkeypatch, fold_number: int) -> dict[str, int]:
+    """Make run_fold raise KeyboardInterrupt on its ``fold_number``-th call; count the calls."""
     import serkit.experiment as experiment
 
     calls = {"n": 0}
     real = experiment.run_fold
 
-    def failing(*args, **kwargs):
+    def counted(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == fold_number:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(experiment, "run_fold", failing)
+    monkeypatch.setattr(experiment, "run_fold", counted)
+    return calls
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(egemaps, global_run, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _interrupt_at(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(egemaps, out, progress=False)
+    # No run folder, only the two finished folds.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.folds"]
+    assert sorted(p.name for p in (tmp_path / "run.folds").iterdir()) == ["speaker-03.npz", "speaker-08.npz"]
+    # Starting again without --resume would silently drop them: refused.
+    with pytest.raises(ConfigError, match="resume"):
+        run_experiment(egemaps, out, progress=False)
+
+    calls = _interrupt_at(monkeypatch, 0)
+    resumed = run_experiment(egemaps, out, progress=False, resume=True)
+    assert calls["n"] == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    pd.testing.assert_frame_equal(read_predictions(resumed / "predictions.csv"), read_predictions(global_run / "predictions.csv"))
+    extra = json.loads((resumed / "metrics.json").read_text())["extra"]
+    assert extra["resumed_folds"] == ["speaker-03", "speaker-08"]
+    assert set(extra["fold_cost"]) == set(extra["fit"]) and len(extra["fold_cost"]) == 10
+    assert all(cost["wall_s"] > 0 and cost["peak_rss_mib"] > 0 for cost in extra["fold_cost"].values())
+
+
+def test_resume_refuses_folds_of_another_recipe(egemaps, tmp_path, monkeypatch):
+    _interrupt_at(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(egemaps, tmp_path / "run", progress=False)
-    assert list(tmp_path.iterdir()) == []
+    other = resolve_recipe(egemaps, overrides=["normalisation=speaker"])
+    with pytest.raises(ConfigError, match="speaker-03.npz was made by a different recipe"):
+        run_experiment(other, tmp_path / "run", progress=False, resume=True)
+    # How many workers extract features is not part of the result: the fold is reused.
+    moved = resolve_recipe(egemaps, overrides=["n_jobs=1"])
+    calls = _interrupt_at(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(moved, tmp_path / "run", progress=False, resume=True)
+    assert calls["n"] == 1  # speaker-03 was reused, speaker-08 was the first fold fitted
+    # Without resume, overwrite starts again: speaker-03 is fitted anew.
+    calls = _interrupt_at(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(other, tmp_path / "run", progress=False, overwrite=True)
+    assert calls["n"] == 1 and not (tmp_path / "run.folds").exists()
+
+
+def test_an_existing_run_folder_is_refused_before_any_work(egemaps, global_run, monkeypatch):
+    import serkit.experiment as experiment
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("features extracted although the run could never be written")
+
+    monkeypatch.setattr(experiment, "prepare_dataset", must_not_run)
+    with pytest.raises(ConfigError, match="already exists"):
+        run_experiment(egemaps, global_run, progress=False)
 
 
 def _manifest_with_bad_files(root: Path, emodb: Path) -> Path:
