@@ -23,7 +23,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: the file is either absent/old or complete.
 
     The bytes go to a hidden temporary file in the same folder, are flushed and fsync'ed, then
-    moved over ``path``. The parent folder must exist.
+    moved over ``path``. The parent folder must exist. The file gets the permissions a plain
+    ``open(path, "w")`` would give it (``0o666`` less the umask), not the temporary file's private
+    ``0o600``.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -38,11 +40,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the umask can only be read by setting it
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
