@@ -160,8 +160,9 @@ class FoldResult:
     Attributes:
         proba: ``(n_test, K)`` test probabilities, rows in ``fold.test`` order.
         info: the model's :meth:`fit_info` (plain data).
-        cost: ``wall_s`` (seconds), ``user_cpu_s`` (user CPU seconds of this process) and
-            ``peak_rss_mib`` (the process's peak resident memory so far, MiB) of the fold.
+        cost: ``wall_s`` (seconds), ``user_cpu_s`` and ``sys_cpu_s`` (user and kernel CPU
+            seconds of this process) and ``peak_rss_mib`` (the process's peak resident memory so
+            far, MiB) of the fold.
     """
 
     proba: np.ndarray
@@ -223,12 +224,13 @@ class FoldCheckpoints:
 
 
 def _timed_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> FoldResult:
-    wall, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_utime
+    wall, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     proba, info = run_fold(recipe, data, fold)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cost = {
         "wall_s": round(time.perf_counter() - wall, 2),
-        "user_cpu_s": round(usage.ru_utime - cpu, 2),
+        "user_cpu_s": round(usage.ru_utime - before.ru_utime, 2),
+        "sys_cpu_s": round(usage.ru_stime - before.ru_stime, 2),
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
     }
     return FoldResult(proba, info, cost)
