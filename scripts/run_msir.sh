@@ -19,10 +19,10 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 # glibc malloc serves every block above 32 MiB (the CR branch's activations) with a fresh mmap and
 # unmaps it on free, so each batch page-faults its memory in again: with the defaults ≈ 40 % of a
-# training job's CPU time is kernel time. Keeping freed memory in the heap cuts the CPU per epoch by
-# about a third at about 1.5× the peak memory (docs/results_msir.md, "Memory allocator").
-# Set SERKIT_MALLOC_DEFAULTS=1 to keep glibc's defaults.
-if [ -z "${SERKIT_MALLOC_DEFAULTS:-}" ]; then
+# training job's CPU time is kernel time. SERKIT_FAST_MALLOC=1 keeps freed memory in the heap
+# instead: half the wall time per fold, but about twice the peak memory (15 GiB for full MSIR on
+# EmoDB), so two such jobs do not fit in 24 GiB (docs/results_msir.md, "Memory allocator").
+if [ -n "${SERKIT_FAST_MALLOC:-}" ]; then
     export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736
 fi
 OUT=results/msir
