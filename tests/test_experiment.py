@@ -83,7 +83,7 @@ def test_saved_config_reruns_to_the_same_result(global_run, tmp_path):
 
 
 def _interrupt_at(monkeypatch, fold_number: int) -> dict[str, int]:
-    """Make run_fold raise KeyboardInterrupt on its ``fold_number``-th call; count the calls."""
+    """Make run_fold raise KeyboardInterrupt on its ``fold_number``-th call (0: never); count the calls."""
     import serkit.experiment as experiment
 
     calls = {"n": 0}
