@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,9 +22,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: the file is either absent/old or complete.
 
     The bytes go to a hidden temporary file in the same folder, are flushed and fsync'ed, then
-    moved over ``path``. The parent folder must exist. The file gets the permissions a plain
-    ``open(path, "w")`` would give it (``0o666`` less the umask), not the temporary file's private
-    ``0o600``.
+    moved over ``path``. The parent folder must exist. The temporary file is created with mode
+    ``0o666`` less the umask, so the result has the permissions a plain ``open(path, "w")`` gives.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -34,24 +32,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         OSError: the folder is missing or not writable (the temporary file is removed).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # the umask can only be read by setting it
-    os.umask(mask)
-    return mask
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
