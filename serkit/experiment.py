@@ -33,7 +33,7 @@ from serkit.corpora import get_corpus
 from serkit.errors import ConfigError, FeatureError
 from serkit.evaluation.normalise import Normaliser, fit_normaliser
 from serkit.evaluation.protocols import Fold, make_folds
-from serkit.evaluation.report import write_run
+from serkit.evaluation.report import plain_data, write_run
 from serkit.features import FeatureSet, extract_features, get_extractor
 from serkit.io import atomic_write_bytes, check_output_dir
 from serkit.models.base import FeatureData, Inputs, get_model, take_rows
@@ -145,14 +145,6 @@ def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndar
 _NOT_RESULT_KEYS = ("cache_dir", "n_jobs")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON data")
-
-
 @dataclass
 class FoldResult:
     """What one fold of :func:`run_experiment` produced.
@@ -191,7 +183,7 @@ class FoldCheckpoints:
     def save(self, fold: str, test_ids: list[str], result: FoldResult) -> None:
         meta = {"recipe_sha256": self.digest, "fold": fold, "test_ids": test_ids, "info": result.info, "cost": result.cost}
         buffer = io.BytesIO()
-        np.savez(buffer, proba=result.proba, meta=np.array(json.dumps(meta, default=_jsonable)))
+        np.savez(buffer, proba=result.proba, meta=np.array(json.dumps(plain_data(meta, "fold checkpoint"))))
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.dir / f"{fold}.npz", buffer.getvalue())
 
@@ -260,7 +252,7 @@ def run_experiment(
     Returns:
         The run folder (``config.yaml``, ``metrics.json``, ``predictions.csv``, ``report.md``,
         ``confusion.png``), created atomically. ``metrics.json["extra"]`` holds ``fold_cost``
-        (wall seconds, user CPU seconds, peak memory per fold, also of reused folds) and
+        (wall seconds, user and system CPU seconds, peak memory per fold, also of reused folds) and
         ``resumed_folds``.
 
     Raises:
@@ -273,10 +265,11 @@ def run_experiment(
     out_dir = Path(out_dir) if out_dir is not None else default_run_dir(recipe)
     check_output_dir(out_dir, overwrite=overwrite)
     checkpoints = FoldCheckpoints(out_dir, recipe)
-    if checkpoints.finished() and not resume:
+    kept = checkpoints.finished()
+    if kept and not resume:
         if not overwrite:
             raise ConfigError(
-                f"{checkpoints.dir} holds {len(checkpoints.finished())} finished folds of an interrupted run; "
+                f"{checkpoints.dir} holds {len(kept)} finished folds of an interrupted run; "
                 "resume it (--resume), replace it (--overwrite) or delete that folder"
             )
         log.warning("discarding the folds of an interrupted run in %s (overwrite)", checkpoints.dir)

@@ -74,7 +74,7 @@ def write_run(
             probabilities, or a config that is not plain data.
     """
     labels = [str(lab) for lab in labels]
-    config_plain = _plain(dict(config), "config")
+    config_plain = plain_data(dict(config), "config")
     metrics = run_metrics(predictions, labels, protocol=_protocol_dict(protocol, config_plain), extra=extra)
     config_text = yaml.safe_dump(config_plain, sort_keys=False, allow_unicode=True)
     try:
@@ -135,13 +135,13 @@ def run_metrics(
     metrics["fold_mean"] = summarise_folds(folds)
     metrics["folds"] = folds
     metrics["detection"] = detection_metrics(true, pred, labels)
-    metrics["protocol"] = _plain(dict(protocol or {}), "protocol")
+    metrics["protocol"] = plain_data(dict(protocol or {}), "protocol")
     metrics["n_utterances"] = int(len(predictions))
     extra = dict(extra or {})
     if "failures" in extra:
-        metrics["failures"] = _plain(list(extra.pop("failures") or []), "failures")
+        metrics["failures"] = plain_data(list(extra.pop("failures") or []), "failures")
     if extra:
-        metrics["extra"] = _plain(extra, "extra")
+        metrics["extra"] = plain_data(extra, "extra")
     return metrics
 
 
@@ -316,8 +316,14 @@ def _protocol_dict(protocol: Any, config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _plain(value: Any, where: str) -> Any:
-    """Convert to YAML/JSON-safe plain data (dict/list/str/int/float/bool/None)."""
+def plain_data(value: Any, where: str) -> Any:
+    """Convert to YAML/JSON-safe plain data (dict/list/str/int/float/bool/None).
+
+    NumPy scalars and arrays become Python numbers and lists, paths strings.
+
+    Raises:
+        ConfigError: a value of another type; the message names ``where`` it sits.
+    """
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, (int, np.integer)):
@@ -329,9 +335,9 @@ def _plain(value: Any, where: str) -> Any:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, Mapping):
-        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+        return {str(k): plain_data(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v, where) for v in value]
+        return [plain_data(v, where) for v in value]
     raise ConfigError(f"{where}: value of type {type(value).__name__} is not plain data (dict, list, str, number)")
 
 
