@@ -19,6 +19,7 @@ import logging
 import resource
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -200,7 +201,7 @@ class FoldCheckpoints:
         try:
             with np.load(path, allow_pickle=False) as saved:
                 proba, meta = saved["proba"], json.loads(str(saved["meta"]))
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise ConfigError(f"{path}: unreadable fold checkpoint ({exc}); delete it to run that fold again") from exc
         if meta["recipe_sha256"] != self.digest:
             raise ConfigError(

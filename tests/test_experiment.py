@@ -142,6 +142,20 @@ def test_resume_refuses_folds_of_another_recipe(egemaps, tmp_path, monkeypatch):
     assert calls["n"] == 1 and not (tmp_path / "run.folds").exists()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not a zip"])
+def test_a_damaged_fold_checkpoint_is_refused_by_name(tmp_path, damage):
+    from serkit.experiment import FoldCheckpoints, FoldResult
+
+    checkpoints = FoldCheckpoints(tmp_path / "run", {"name": "x"})
+    checkpoints.save("speaker-03", ["a", "b"], FoldResult(np.full((2, 3), 1 / 3), {"best_epoch": np.int64(4)}, {"wall_s": 1.0}))
+    path = checkpoints.dir / "speaker-03.npz"
+    assert checkpoints.load("speaker-03", ["a", "b"]).info == {"best_epoch": 4}
+    raw = path.read_bytes()
+    path.write_bytes({"truncated": raw[: len(raw) // 2], "empty": b"", "not a zip": b"RIFF....WAVE"}[damage])
+    with pytest.raises(ConfigError, match="speaker-03.npz: unreadable fold checkpoint"):
+        checkpoints.load("speaker-03", ["a", "b"])
+
+
 def test_an_existing_run_folder_is_refused_before_any_work(egemaps, global_run, monkeypatch):
     import serkit.experiment as experiment
 
