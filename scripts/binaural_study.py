@@ -35,7 +35,7 @@ import torch
 from serkit.evaluation.metrics import compute_metrics
 from serkit.experiment import run_experiment
 from serkit.io import atomic_write_text
-from serkit.models.binaural_ops import apply_two_stage, search_two_stage
+from serkit.blocks.binaural_ops import apply_two_stage, search_two_stage
 from serkit.recipe import load_recipe
 
 CHANNELS = ("left", "right", "mid", "side")

@@ -26,7 +26,7 @@ import numpy as np
 import serkit
 from serkit.audio import Audio
 from serkit.errors import BundleError, ConfigError, SerkitError
-from serkit.evaluation.normalise import Normaliser
+from serkit.features.normalise import Normaliser
 from serkit.features import extract_audio, get_extractor
 from serkit.features.base import Extractor
 from serkit.io import atomic_directory

@@ -32,12 +32,13 @@ import serkit
 from serkit.bundle import save_bundle
 from serkit.corpora import get_corpus
 from serkit.errors import ConfigError, FeatureError
-from serkit.evaluation.normalise import Normaliser, fit_normaliser
+from serkit.features.normalise import Normaliser, fit_normaliser
 from serkit.evaluation.protocols import Fold, make_folds
 from serkit.evaluation.report import plain_data, write_run
 from serkit.features import FeatureSet, extract_features, get_extractor
 from serkit.io import atomic_write_bytes, check_output_dir
-from serkit.models.base import FeatureData, Inputs, get_model, take_rows
+from serkit.features.data import FeatureData, Inputs, take_rows
+from serkit.models.base import get_model
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Export a neural model bundle's network to ONNX (``serkit export MODEL_DIR --onnx``).
 
-Works for any :class:`~serkit.training.trainer.TorchSERModel`: its module takes the batch dict
-that :meth:`~serkit.training.trainer.TorchSERModel.make_batch` builds (``(B, dims)`` utterance
+Works for any :class:`~serkit.models.network.TorchSERModel`: its module takes the batch dict
+that :meth:`~serkit.models.network.TorchSERModel.make_batch` builds (``(B, dims)`` utterance
 features, ``(B, T, dims)`` frame features with ``<key>_lengths`` ``(B,)`` int64) and returns logits.
 The exported graph takes those tensors as named inputs, in the order ``make_batch`` produces
 them, with the batch size and every frame count dynamic, and returns ``probabilities`` ``(B, K)``
@@ -72,7 +72,7 @@ def export_onnx(
     import torch
     from torch import nn
 
-    from serkit.training.trainer import TorchSERModel
+    from serkit.models.network import TorchSERModel
 
     if exporter not in EXPORTERS:
         raise BundleError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")

@@ -8,6 +8,7 @@ like a finished result. Files are written to a temporary sibling and moved into 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -107,3 +108,16 @@ def check_output_dir(out_dir: str | Path, *, overwrite: bool = False) -> None:
         raise ConfigError(f"output path {out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f"output folder {out_dir} already exists and is not empty; pass overwrite=True to replace it")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 hex digest of a file's bytes, read in ``chunk``-byte blocks.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -9,10 +9,10 @@ import torch
 from serkit.audio import load_audio
 from serkit.bundle import load_bundle, save_bundle
 from serkit.errors import ConfigError, FeatureError
-from serkit.evaluation.normalise import fit_normaliser
+from serkit.features.normalise import fit_normaliser
 from serkit.features import extract_audio, get_extractor
 from serkit.models.binaural import BinauralDCNN
-from serkit.models.binaural_ops import (
+from serkit.blocks.binaural_ops import (
     apply_two_stage,
     block_bounds,
     block_pool,
@@ -25,7 +25,7 @@ from serkit.models.binaural_ops import (
     segment_planes,
     segment_starts,
 )
-from serkit.models.segment_cnn import AlexNet, Resize, build_backbone, load_alexnet
+from serkit.blocks.segment_cnn import AlexNet, Resize, build_backbone, load_alexnet
 
 LOGMEL = {
     "n_mels": 64,
@@ -242,7 +242,7 @@ def test_absent_side_gives_its_weight_to_mid():
 
 
 def test_efficientnet_stages_reproduce_the_network_and_cut_where_asked():
-    from serkit.models.imagenet_cnn import load_efficientnet_lite0
+    from serkit.blocks.imagenet_cnn import load_efficientnet_lite0
 
     net = load_efficientnet_lite0(pretrained=True)
     x = torch.randn(2, 3, 64, 64)
@@ -280,9 +280,9 @@ def test_alexnet_architecture_weights_and_stages(tmp_path):
         torch.testing.assert_close(model.classifier[6](fc7), model(x))
     path = tmp_path / "alexnet.pth"
     torch.save(model.state_dict(), path)
-    from serkit.models.imagenet_cnn import sha256_of
+    from serkit.io import sha256_file
 
-    loaded = load_alexnet(path, sha256_of(path))
+    loaded = load_alexnet(path, sha256_file(path))
     torch.testing.assert_close(loaded.features[0].weight, model.features[0].weight)
     with pytest.raises(ConfigError, match="SHA-256"):
         load_alexnet(path, "0" * 64)

@@ -12,7 +12,7 @@ from torch import nn
 from serkit.audio import load_audio
 from serkit.errors import ConfigError
 from serkit.features import extract_audio, get_extractor
-from serkit.models.attention import (
+from serkit.blocks.attention import (
     LinearAttentionPooling,
     TanhAttentionPooling,
     masked_softmax,
@@ -27,7 +27,7 @@ from serkit.models.blstm_fcn import (
     lstm_cell_states,
     recalibrate_batch_norm,
 )
-from serkit.training.trainer import pad_sequences, reverse_within_length
+from serkit.blocks.sequences import pad_sequences, reverse_within_length
 
 REPO_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 PAPER_LOGMEL = {"n_mels": 40, "window": "hamming", "preemphasis": 0.0, "filterbank": "librosa"}

@@ -9,22 +9,22 @@ import torch
 from serkit.audio import load_audio
 from serkit.bundle import load_bundle, save_bundle
 from serkit.errors import ConfigError
-from serkit.evaluation.normalise import fit_normaliser
+from serkit.features.normalise import fit_normaliser
 from serkit.features import extract_audio, get_extractor
 from serkit.models.deep_spectrum import (
     BLSTMFCNSVM,
     DeepSpectrumCNNSVM,
     spectrogram_image,
 )
-from serkit.models.imagenet_cnn import (
+from serkit.blocks.imagenet_cnn import (
     FEATURE_DIM,
     WEIGHTS_SHA256,
     efficientnet_lite0_weights_path,
     load_efficientnet_lite0,
     normalise_images,
     penultimate_features,
-    sha256_of,
 )
+from serkit.io import sha256_file
 
 PAPER_LOGMEL = {"n_mels": 40, "window": "hamming", "preemphasis": 0.0, "filterbank": "librosa"}
 
@@ -52,7 +52,7 @@ def emodb_subset(emodb_root):
 
 
 def test_weight_file_hash_is_checked(tmp_path):
-    assert sha256_of(efficientnet_lite0_weights_path()) == WEIGHTS_SHA256
+    assert sha256_file(efficientnet_lite0_weights_path()) == WEIGHTS_SHA256
     fake = tmp_path / "fake.pth"
     torch.save({"w": torch.zeros(1)}, fake)
     with pytest.raises(ConfigError, match="SHA-256"):

@@ -12,10 +12,11 @@ import torch
 from serkit.audio import load_audio
 from serkit.bundle import save_bundle
 from serkit.errors import ConfigError
-from serkit.evaluation.normalise import fit_normaliser
+from serkit.features.normalise import fit_normaliser
 from serkit.features import extract_audio, get_extractor
 from serkit.features.spectral import segment_starts
 from serkit.inference import InferenceConfig, Recognizer
+from serkit.features.layout import Layout
 from serkit.models.base import get_model
 from serkit.models.emotion_ae import (
     EmotionAE,
@@ -42,7 +43,7 @@ SMALL = {
     "classifier": [32, 16, 8],
     "device": "cpu",
 }
-DIMS = {"spectrogram": 513, "functionals": 10}
+LAYOUTS = {"spectrogram": Layout.flat(513), "functionals": Layout.flat(10)}
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -68,7 +69,7 @@ def _model(**options) -> EmotionAE:
 
 def _net(model: EmotionAE, seed: int = 0):
     torch.manual_seed(seed)
-    return model.build(DIMS, 4)
+    return model.build(LAYOUTS, 4)
 
 
 # --------------------------------------------------------------------------- crops and windows (Sec. IV-A)
@@ -160,7 +161,7 @@ def test_encoder_decoder_shapes_on_real_spectrograms_of_different_lengths(inputs
 
 def test_default_layer_sizes_follow_tables_1_to_3():
     net = EmotionAE({"device": "cpu"}).build(
-        {"spectrogram": 513, "functionals": 1582}, 7
+        {"spectrogram": Layout.flat(513), "functionals": Layout.flat(1582)}, 7
     )
     enc, dec, cls = net.encoder, net.decoder, net.classifier
     assert [c.conv.kernel_size[0] for c in enc.bank] == list(range(1, 9))
@@ -343,7 +344,7 @@ def test_bundle_labels_a_real_recording_through_the_recognizer(
 
 def test_without_functionals_the_classifier_reads_the_autoencoder_alone(inputs):
     model = _model(functionals_key=None)
-    net = model.build({"spectrogram": 513}, 4)
+    net = model.build({"spectrogram": Layout.flat(513)}, 4)
     assert net.classifier.head[0].in_features == 16
     batch = model.make_batch(
         {"spectrogram": inputs["spectrogram"]},
@@ -367,7 +368,7 @@ def test_config_errors():
         EmotionAEConfig(crop_frames=128, window_hop=129)
     with pytest.raises(ConfigError):
         EmotionAE({}).build(
-            {"spectrogram": 513}, 4
+            {"spectrogram": Layout.flat(513)}, 4
         )  # IS10 functionals configured but missing
     with pytest.raises(ConfigError):
         _model().make_batch(

@@ -12,14 +12,9 @@ import torch
 
 from serkit.audio import Audio, load_audio
 from serkit.errors import ConfigError, FeatureError, SampleRateError, TooShortAudioError
-from serkit.features import encoders, extract_audio, extract_features, get_extractor
-from serkit.features.encoders import (
-    WHISPER_MODELS,
-    SpeechEncoder,
-    read_ctranslate2,
-    whisper_log_mel,
-    whisper_model_bytes,
-)
+from serkit.features import extract_audio, extract_features, get_extractor, whisper
+from serkit.features.encoders import SpeechEncoder
+from serkit.features.whisper import WHISPER_MODELS, read_ctranslate2, whisper_log_mel, whisper_model_bytes
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -60,7 +55,7 @@ def test_weight_files_match_their_pinned_sha256(model):
 
 def test_a_changed_pin_is_refused(monkeypatch):
     spec = WHISPER_MODELS["whisper-tiny.en"]
-    bad = encoders.WhisperWeights(spec.parts, ("0" * 64,), spec.requirement)
+    bad = whisper.WhisperWeights(spec.parts, ("0" * 64,), spec.requirement)
     monkeypatch.setitem(WHISPER_MODELS, "whisper-tiny.en", bad)
     with pytest.raises(FeatureError, match="SHA-256"):
         whisper_model_bytes("whisper-tiny.en")
@@ -96,7 +91,7 @@ def test_reader_parses_a_handmade_file_and_rejects_truncation():
 
 def test_whisper_base_rebuilds_as_transformers_encoder_without_missing_keys():
     _, arrays = read_ctranslate2(whisper_model_bytes("whisper-base"))
-    config, state = encoders.whisper_state_dict(arrays)
+    config, state = whisper.whisper_state_dict(arrays)
     assert config == {
         "d_model": 512, "encoder_layers": 6, "encoder_attention_heads": 8, "encoder_ffn_dim": 2048,
         "num_mel_bins": 80, "max_source_positions": 1500,

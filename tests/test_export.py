@@ -16,12 +16,14 @@ from serkit.audio import load_audio
 from serkit.bundle import load_bundle, save_bundle
 from serkit.cli import app
 from serkit.errors import BundleError
-from serkit.evaluation.normalise import fit_normaliser
+from serkit.features.normalise import fit_normaliser
 from serkit.export import export_onnx
 from serkit.features import get_extractor
 from serkit.inference import DEFAULT_MODEL
 from serkit.models.base import register
-from serkit.training.trainer import TorchSERModel, TrainConfig, length_mask
+from serkit.blocks.sequences import length_mask
+from serkit.models.network import TorchSERModel
+from serkit.training.trainer import TrainConfig
 
 
 class TwoInputNet(nn.Module):
@@ -52,8 +54,8 @@ class OnnxTestNet(TorchSERModel):
     name = "onnx_test_net"
     Config = OnnxTestConfig
 
-    def build(self, dims, n_classes):
-        return TwoInputNet(dims["mel"], dims["func"], n_classes)
+    def build(self, layouts, n_classes):
+        return TwoInputNet(layouts["mel"].dim, layouts["func"].dim, n_classes)
 
 
 @pytest.fixture(scope="module")

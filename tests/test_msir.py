@@ -11,11 +11,12 @@ import torch
 from serkit.audio import load_audio
 from serkit.errors import ConfigError
 from serkit.features import extract_audio, get_extractor
+from serkit.features.layout import Layout
 from serkit.models.base import get_model
-from serkit.models.focal_loss import class_weights, focal_loss
+from serkit.blocks.focal_loss import class_weights, focal_loss
 from serkit.models.msir import MSIR, MSIRConfig
 from serkit.recipe import load_recipe
-from serkit.training.trainer import pad_sequences
+from serkit.blocks.sequences import pad_sequences
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = (
@@ -57,17 +58,22 @@ def _batch(inputs, index):
     return batch
 
 
-def _net(dims, **options):
-    model = MSIR({**SMALL, "encoder_layers": 5, **options})
+def _net(layouts, **options):
+    model = MSIR({**SMALL, **options})
     torch.manual_seed(0)
-    return model.build(dims, 7).eval()
+    return model.build(layouts, 7).eval()
 
 
-DIMS = {"logmel": 80, "lld": 195, "encoder": 5 * 384}
+# The extractors' layouts: log-Mels with Δ, ComParE LLDs with Δ and Δ², Whisper tiny.en layers 0-4.
+LAYOUTS = {
+    "logmel": Layout.of(("delta", 2), ("mel", 40)),
+    "lld": Layout.of(("delta", 3), ("lld", 65)),
+    "encoder": Layout.of(("layer", 5), ("unit", 384)),
+}
 
 
 def test_shapes_through_every_branch_on_real_utterances(inputs):
-    net = _net(DIMS)
+    net = _net(LAYOUTS)
     batch = _batch(inputs, range(4))
     with torch.no_grad():
         logits = net(batch)
@@ -84,7 +90,7 @@ def test_shapes_through_every_branch_on_real_utterances(inputs):
 
 
 def test_attention_weights_sum_to_one_and_ignore_padding(inputs):
-    net = _net(DIMS)
+    net = _net(LAYOUTS)
     batch = _batch(inputs, range(4))
     with torch.no_grad():
         weights = net.attention(batch)
@@ -99,7 +105,7 @@ def test_attention_weights_sum_to_one_and_ignore_padding(inputs):
 
 
 def test_batched_equals_alone_in_eval_mode(inputs):
-    net = _net(DIMS)
+    net = _net(LAYOUTS)
     with torch.no_grad():
         together = net(_batch(inputs, range(4)))
         alone = torch.cat([net(_batch(inputs, [i])) for i in range(4)])
@@ -163,10 +169,10 @@ def test_tiny_overfit_reaches_near_zero_training_loss(inputs):
     }
     model = get_model(
         "msir",
-        {**SMALL, "encoder_layers": 5, "max_epochs": 60, "valid_speakers": 0, "batch_size": 8,
+        {**SMALL, "max_epochs": 60, "valid_speakers": 0, "batch_size": 8,
          "learning_rate": 1e-2, "dropout": 0.0, "device": "cpu"},
     )  # fmt: skip
-    model.fit(inputs, y, labels=["a", "b", "c", "d"], seed=0)
+    model.fit(inputs, y, labels=["a", "b", "c", "d"], seed=0, layouts=LAYOUTS)
     losses = [h["train_loss"] for h in model.history_]
     assert losses[0] > 0.05 and min(losses[-5:]) < 0.01 * losses[0]
     # With batch statistics (training mode; the BN running averages, momentum 0.01, lag behind
@@ -185,12 +191,10 @@ def test_learning_rate_grid_keeps_the_best_validation_score(inputs):
     speakers = np.array([f[:2] for f in FILES])
     model = get_model(
         "msir",
-        {**SMALL, "lld_key": None, "logmel_key": None, "encoder_layers": 5, "max_epochs": 2, "patience": 1,
+        {**SMALL, "lld_key": None, "logmel_key": None, "max_epochs": 2, "patience": 1,
          "learning_rates": [1e-6, 1e-2], "loss": "cross_entropy", "device": "cpu"},
     )  # fmt: skip
-    model.fit(
-        {"encoder": inputs["encoder"]}, y, labels=["a", "b"], groups=speakers, seed=0
-    )
+    model.fit({"encoder": inputs["encoder"]}, y, labels=["a", "b"], groups=speakers, seed=0, layouts=LAYOUTS)
     grid = model.fit_info()["grid"]
     assert [g["learning_rate"] for g in grid] == [1e-6, 1e-2]
     assert (
@@ -203,17 +207,12 @@ def test_saved_model_reloads_with_identical_predictions(inputs, tmp_path):
     y = np.arange(len(FILES)) % 2
     model = get_model(
         "msir",
-        {
-            **SMALL,
-            "encoder_layers": 5,
-            "max_epochs": 1,
-            "valid_speakers": 0,
-            "device": "cpu",
-        },
+        {**SMALL, "max_epochs": 1, "valid_speakers": 0, "device": "cpu"},
     )
-    model.fit(inputs, y, labels=["a", "b"], seed=0)
+    model.fit(inputs, y, labels=["a", "b"], seed=0, layouts=LAYOUTS)
     model.save(tmp_path)
     again = MSIR.load(tmp_path, model.describe()["config"])
+    assert again.layouts_ == LAYOUTS  # the layer weighting is rebuilt from the saved layout
     np.testing.assert_allclose(
         again.predict_proba(inputs), model.predict_proba(inputs), atol=1e-6
     )
@@ -224,14 +223,14 @@ def test_config_errors():
         MSIRConfig(logmel_key=None, lld_key=None, encoder_key=None)
     with pytest.raises(ConfigError):
         MSIRConfig(loss="hinge")
-    with pytest.raises(ConfigError):
-        MSIR({"n_mels": 40}).build({"logmel": 100, "lld": 195, "encoder": 512}, 4)
-    with pytest.raises(ConfigError):
-        MSIR({"encoder_layers": 7}).build(
-            {"logmel": 80, "lld": 195, "encoder": 1000}, 4
-        )
-    with pytest.raises(ConfigError):
-        MSIR({}).build({"logmel": 80, "lld": 195}, 4)  # the encoder branch has no input
+    # Facts the features' layouts carry are not options: a recipe cannot state them a second time.
+    for option in ({"n_mels": 40}, {"encoder_layers": 7}):
+        with pytest.raises(ConfigError, match="unknown option"):
+            MSIR(option)
+    with pytest.raises(ConfigError, match="delta × mel"):
+        MSIR({}).build({**LAYOUTS, "logmel": Layout.flat(80)}, 4)
+    with pytest.raises(ConfigError, match="reads feature 'encoder'"):
+        MSIR({}).build({"logmel": LAYOUTS["logmel"], "lld": LAYOUTS["lld"]}, 4)
 
 
 # --------------------------------------------------------------------------- recipes (Table 1 rows)
@@ -243,10 +242,10 @@ def test_config_errors():
 def test_every_variant_recipe_builds_its_branches(recipe):
     spec = load_recipe(recipe)
     model = get_model(spec["model"]["name"], spec["model"]["config"])
-    dims = {}
+    layouts = {}
     for key, feature in spec["features"].items():
-        dims[key] = get_extractor(feature["extractor"], feature.get("config")).dim
-    net = model.build(dims, 7)
+        layouts[key] = get_extractor(feature["extractor"], feature.get("config")).layout
+    net = model.build(layouts, 7)
     assert set(net.branches) == set(model.config.branch_keys)
     assert set(model.config.branch_keys.values()) == set(
         spec["features"]

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from serkit.errors import BundleError, ConfigError, FeatureError
-from serkit.evaluation import Fold, fit_normaliser, inner_folds, make_folds
-from serkit.evaluation.normalise import Normaliser
+from serkit.evaluation import Fold, inner_folds, make_folds
+from serkit.features.normalise import Normaliser, fit_normaliser
 
 # Speaker -> utterance count, from the corpus README.
 EMODB_COUNTS = {"03": 49, "08": 58, "09": 43, "10": 38, "11": 55, "12": 35, "13": 61, "14": 69, "15": 56, "16": 71}

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from serkit.errors import ConfigError
-from serkit.training.trainer import TorchSERModel, TrainConfig, length_mask, pad_sequences, speaker_holdout
+from serkit.blocks.sequences import length_mask, pad_sequences
+from serkit.models.network import TorchSERModel
+from serkit.training.trainer import TrainConfig, speaker_holdout
 
 
 class MeanPool(nn.Module):
@@ -35,8 +37,8 @@ class Tiny(TorchSERModel):
     name = "tiny_test_model"
     Config = TinyConfig
 
-    def build(self, dims, n_classes):
-        return MeanPool(dims["seq"], n_classes)
+    def build(self, layouts, n_classes):
+        return MeanPool(layouts["seq"].dim, n_classes)
 
 
 def _sequences(seed=0, n_speakers=4, per_class=12, K=3, dim=5, noise=0.5):

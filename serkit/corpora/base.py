@@ -28,7 +28,8 @@ from typing import Any, ClassVar
 import pandas as pd
 import soundfile as sf
 
-from serkit.errors import ConfigError, CorpusError
+from serkit.errors import CorpusError
+from serkit.registry import Registry
 
 COLUMNS = ("utterance_id", "path", "speaker", "session", "gender", "label", "duration")
 
@@ -36,7 +37,6 @@ COLUMNS = ("utterance_id", "path", "speaker", "session", "gender", "label", "dur
 #: IEMOCAP ``exc`` -> ``happiness`` in the 4-class protocol) so corpora can be pooled.
 EMOTIONS = ("anger", "boredom", "calm", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 
-_REGISTRY: dict[str, type[Corpus]] = {}
 log = logging.getLogger(__name__)
 
 
@@ -114,10 +114,9 @@ def audio_duration(path: Path) -> float:
     return info.frames / info.samplerate if info.samplerate else float("nan")
 
 
-def register(cls: type[Corpus]) -> type[Corpus]:
-    """Class decorator adding a corpus adapter to the registry under ``cls.name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
+CORPORA: Registry[type[Corpus]] = Registry("corpus", "serkit.corpora")
+#: Class decorator adding a corpus adapter to :data:`CORPORA` under its ``name``.
+register = CORPORA.register
 
 
 def get_corpus(name: str) -> Corpus:
@@ -126,25 +125,14 @@ def get_corpus(name: str) -> Corpus:
     Raises:
         ConfigError: unknown corpus name.
     """
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown corpus {name!r}; available: {', '.join(list_corpora())}")
-    return _REGISTRY[name]()
+    return CORPORA.get(name)()
 
 
 def list_corpora() -> list[str]:
-    """Sorted names of all registered corpus adapters."""
-    _load_builtin()
-    return sorted(_REGISTRY)
+    """Sorted names of all registered corpus adapters (built-in and from installed packages)."""
+    return CORPORA.names()
 
 
 def load_corpus(name: str, root: str | Path, **options: Any) -> pd.DataFrame:
     """Shortcut for ``get_corpus(name).load(root, **options)``."""
     return get_corpus(name).load(root, **options)
-
-
-def _load_builtin() -> None:
-    import importlib
-
-    for module in ("emodb", "emovo", "ravdess", "savee", "tess", "cremad", "iemocap", "manifest"):
-        importlib.import_module(f"serkit.corpora.{module}")

@@ -1,4 +1,4 @@
-"""Evaluation: speaker-independent folds, per-fold normalisation, metrics and run reports."""
+"""Evaluation: speaker-independent folds, metrics and run reports."""
 
 from serkit.evaluation.metrics import (
     compute_metrics,
@@ -7,19 +7,16 @@ from serkit.evaluation.metrics import (
     metrics_from_confusion,
     summarise_folds,
 )
-from serkit.evaluation.normalise import Normaliser, fit_normaliser
 from serkit.evaluation.protocols import PROTOCOLS, Fold, Protocol, inner_folds, make_folds
 from serkit.evaluation.report import plot_confusion, read_predictions, render_markdown, run_metrics, write_run
 
 __all__ = [
     "PROTOCOLS",
     "Fold",
-    "Normaliser",
     "Protocol",
     "compute_metrics",
     "confusion_counts",
     "detection_metrics",
-    "fit_normaliser",
     "inner_folds",
     "make_folds",
     "metrics_from_confusion",

@@ -20,7 +20,8 @@ import numpy as np
 
 from serkit.audio import Audio
 from serkit.errors import FeatureError
-from serkit.features.base import check_choice, check_int, register
+from serkit.config import check_choice, check_int
+from serkit.features.base import register
 from serkit.features.smile import SmileExtractor
 
 #: Functional sets: output dimension and the shortest input in seconds that gives finite values

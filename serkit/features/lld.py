@@ -43,8 +43,10 @@ import numpy as np
 
 from serkit.audio import Audio
 from serkit.errors import FeatureError
-from serkit.features.base import check_choice, check_int, check_option, register
+from serkit.config import check_choice, check_int, check_option
+from serkit.features.base import register
 from serkit.features.deltas import regression_delta
+from serkit.features.layout import DELTA, LLD, Layout
 from serkit.features.smile import SmileExtractor
 
 #: LLD sets: number of LLDs, whether openSMILE has a Δ level, shortest input in seconds that
@@ -105,6 +107,11 @@ class OpenSmileLLD(SmileExtractor):
     @property
     def dim(self) -> int:
         return self.n_lld * (self.config.deltas + 1)
+
+    @property
+    def layout(self) -> Layout:
+        """``delta`` (LLD, Δ, Δ²: ``deltas + 1``) × ``lld`` (the feature set's LLD count)."""
+        return Layout.of((DELTA, self.config.deltas + 1), (LLD, self.n_lld))
 
     @property
     def frame_shift(self) -> float:

@@ -26,17 +26,10 @@ import numpy as np
 
 from serkit.audio import Audio
 from serkit.errors import ConfigError, FeatureError, TooShortAudioError
-from serkit.features.base import (
-    Extractor,
-    check_choice,
-    check_input,
-    check_int,
-    check_option,
-    check_positive,
-    is_number,
-    register,
-)
+from serkit.config import check_choice, check_int, check_option, check_positive, is_number
+from serkit.features.base import Extractor, check_input, register
 from serkit.features.deltas import stack_deltas
+from serkit.features.layout import BIN, DELTA, MEL, Layout
 
 WINDOWS = ("hamming", "hann", "rectangular")
 
@@ -268,6 +261,11 @@ class LogMel(_FramedExtractor):
         return self.config.n_mels * (self.config.deltas + 1)
 
     @property
+    def layout(self) -> Layout:
+        """``delta`` (static, Δ, Δ²: ``deltas + 1``) × ``mel`` (``n_mels``)."""
+        return Layout.of((DELTA, self.config.deltas + 1), (MEL, self.config.n_mels))
+
+    @property
     def fmax(self) -> float:
         """Upper band edge in Hz (``sample_rate / 2`` when the config says ``None``)."""
         return self.config.sample_rate / 2 if self.config.fmax is None else float(self.config.fmax)
@@ -371,6 +369,11 @@ class LogSTFT(_FramedExtractor):
     @property
     def dim(self) -> int:
         return self.config.n_fft // 2 + 1
+
+    @property
+    def layout(self) -> Layout:
+        """One axis ``bin`` of ``n_fft // 2 + 1`` frequency bins."""
+        return Layout.of((BIN, self.dim))
 
     @property
     def names(self) -> list[str]:

@@ -2,47 +2,38 @@
 
 A model follows scikit-learn's estimator rules: no work in ``__init__`` beyond storing a typed
 config, fitted state in attributes ending in ``_``, ``fit`` returns ``self``. Models never read
-files: they get features.
+files except their own in :meth:`SERModel.load`: they get features.
 
-Inputs (``X``) are a mapping from a feature key (the key under ``features:`` in a recipe) to
-per-utterance data: an ``(n, dims)`` float32 matrix for utterance-level features, or a list of
-``n`` arrays of shape ``(frames_i, dims)`` for frame-level ones. Labels ``y`` are integer class
-indices into ``labels``.
+Inputs (``X``, :data:`~serkit.features.data.Inputs`) map a feature key (a recipe's name for a
+feature the model reads) to per-utterance data: an ``(n, dims)`` float matrix for
+utterance-level features, or a list of ``n`` arrays of shape ``(frames_i, dims)`` for
+frame-level ones. ``layouts`` say what each feature's columns are
+(:class:`~serkit.features.layout.Layout`): a model reads band counts or encoder layers there
+instead of from its own config. Labels ``y`` are integer class indices into ``labels``.
+
+This module holds the protocol only; registered estimators are the other modules of
+:mod:`serkit.models`, network layers and losses are in :mod:`serkit.blocks`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Union
+from typing import Any
 
 import numpy as np
 
-from serkit.errors import ConfigError
-from serkit.features.base import config_from_dict
+from serkit.config import Configurable
+from serkit.features.data import FeatureData, Inputs
+from serkit.features.layout import Layout
+from serkit.registry import Registry
 
-FeatureData = Union[np.ndarray, list[np.ndarray]]
-Inputs = Mapping[str, FeatureData]
-
-_REGISTRY: dict[str, type[SERModel]] = {}
+Layouts = Mapping[str, Layout]
 
 
-class SERModel(ABC):
-    """Base class of serkit's models (see module docstring for ``X`` and ``y``)."""
-
-    name: ClassVar[str]
-    Config: ClassVar[type]
-
-    def __init__(self, config: Any = None):
-        if config is None:
-            config = self.Config()
-        elif isinstance(config, Mapping):
-            config = config_from_dict(self.Config, dict(config))
-        if not isinstance(config, self.Config):
-            raise ConfigError(f"{self.name}: config must be a {self.Config.__name__}")
-        self.config = config
+class SERModel(Configurable, ABC):
+    """Base class of serkit's models (see module docstring for ``X``, ``y`` and ``layouts``)."""
 
     @abstractmethod
     def fit(
@@ -54,13 +45,15 @@ class SERModel(ABC):
         groups: np.ndarray | None = None,
         seed: int = 0,
         valid: tuple[Inputs, np.ndarray] | None = None,
+        layouts: Layouts | None = None,
     ) -> SERModel:
         """Train on ``X`` with integer targets ``y`` (``(n,)`` int) over ``labels``.
 
         ``groups`` are the speakers of the training utterances; any hyper-parameter choice or
         validation split inside ``fit`` must be speaker-independent over them. ``valid`` is a
         validation split the protocol carved from training speakers (inputs, targets), for
-        models that stop early.
+        models that stop early. ``layouts`` maps each key of ``X`` to its column layout; a
+        model that needs one and gets ``None`` takes :func:`default_layouts`.
         """
 
     @abstractmethod
@@ -84,44 +77,20 @@ class SERModel(ABC):
     def load(cls, directory: Path, config: Mapping[str, Any]) -> SERModel:
         """Rebuild a fitted model saved by :meth:`save` with the same ``config``."""
 
-    def describe(self) -> dict[str, Any]:
-        """Name and resolved config as plain data (round-trips through :func:`get_model`)."""
-        return {"name": self.name, "config": _plain(dataclasses.asdict(self.config))}
+
+def default_layouts(X: Inputs, layouts: Layouts | None) -> dict[str, Layout]:
+    """``layouts`` completed for every key of ``X``: a key without one gets a flat layout of its width."""
+    given = dict(layouts or {})
+    return {key: given.get(key) or Layout.flat(_width(data)) for key, data in X.items()}
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
+def _width(data: FeatureData) -> int:
+    return int((data[0] if isinstance(data, list) else data).shape[-1])
 
 
-def take_rows(data: FeatureData, index: np.ndarray) -> FeatureData:
-    """Rows ``index`` (int positions) of an utterance-level matrix or a frame-level list."""
-    if isinstance(data, np.ndarray):
-        return data[index]
-    return [data[i] for i in index]
-
-
-def single_matrix(X: Inputs, who: str) -> np.ndarray:
-    """The one utterance-level ``(n, dims)`` matrix in ``X``.
-
-    Raises:
-        ConfigError: ``X`` holds more than one feature, or a frame-level one.
-    """
-    if len(X) != 1:
-        raise ConfigError(f"{who} takes exactly one utterance-level feature, got {sorted(X)}")
-    (data,) = X.values()
-    if not isinstance(data, np.ndarray) or data.ndim != 2:
-        raise ConfigError(f"{who} needs an utterance-level (n, dims) feature matrix, got frame-level input")
-    return data
-
-
-def register(cls: type[SERModel]) -> type[SERModel]:
-    """Class decorator adding a model to the registry under ``cls.name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
+MODELS: Registry[type[SERModel]] = Registry("model", "serkit.models")
+#: Class decorator adding a model to :data:`MODELS` under its ``name``.
+register = MODELS.register
 
 
 def model_class(name: str) -> type[SERModel]:
@@ -130,10 +99,7 @@ def model_class(name: str) -> type[SERModel]:
     Raises:
         ConfigError: unknown model name.
     """
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _REGISTRY[name]
+    return MODELS.get(name)
 
 
 def get_model(name: str, config: Mapping[str, Any] | None = None) -> SERModel:
@@ -142,13 +108,5 @@ def get_model(name: str, config: Mapping[str, Any] | None = None) -> SERModel:
 
 
 def list_models() -> list[str]:
-    """Sorted names of all registered models."""
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def _load_builtin() -> None:
-    from serkit.models import blstm_fcn, deep_spectrum, svm  # noqa: F401
-    from serkit.models import msir  # noqa: F401
-    from serkit.models import emotion_ae  # noqa: F401
-    from serkit.models import binaural  # noqa: F401
+    """Sorted names of all registered models (built-in and from installed packages)."""
+    return MODELS.names()

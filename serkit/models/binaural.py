@@ -3,11 +3,11 @@
 Per channel (Left, Right, Mid, Side: the recipe's feature keys, each a 64-band log-Mel of one
 :meth:`~serkit.audio.Audio.view`):
 
-1. 64-frame static / Δ / Δ² segment images (Sec. II-A; :func:`~serkit.models.binaural_ops.segment_planes`);
-2. a segment CNN (Sec. II-B, eq. 1–2; :mod:`serkit.models.segment_cnn`), ImageNet-pretrained,
+1. 64-frame static / Δ / Δ² segment images (Sec. II-A; :func:`~serkit.blocks.binaural_ops.segment_planes`);
+2. a segment CNN (Sec. II-B, eq. 1–2; :mod:`serkit.blocks.segment_cnn`), ImageNet-pretrained,
    either frozen (``finetune_stages: 0``, clearly a reduction of the paper) or with its last
    stages fine-tuned on the training segments, each segment labelled with its utterance's
-   emotion, by serkit's trainer (:class:`~serkit.training.trainer.TorchSERModel`: Adam, early
+   emotion, by serkit's trainer (:class:`~serkit.models.network.TorchSERModel`: Adam, early
    stopping on a held-out training speaker, GPU when present). Segment features = the
    penultimate activations;
 3. block-based temporal pooling of ``X`` and ``ΔX`` (Sec. II-C, eq. 3–7) or global pooling;
@@ -24,10 +24,10 @@ the test fold is not affected.) The paper chose the weights on the test data; th
 computed from the single-channel predictions in ``scripts/binaural_study.py`` and labelled so.
 
 **Mono input** (L = R, S = 0). A channel whose log-Mel is exactly constant is digital silence
-(:func:`~serkit.models.binaural_ops.is_silent`): the Side of a mono file or of a stereo file
+(:func:`~serkit.blocks.binaural_ops.is_silent`): the Side of a mono file or of a stereo file
 with identical channels. Such an utterance-channel is *absent*: it is left out of that channel's
 CNN fine-tuning and SVM training; in score fusion its partner's scores take its place
-(:func:`~serkit.models.binaural_ops.fuse_pair`); in feature fusion its block is zero (the
+(:func:`~serkit.blocks.binaural_ops.fuse_pair`); in feature fusion its block is zero (the
 training mean after standardisation); a single-channel model gives it uniform scores. A channel
 absent from every training utterance (EmoDB's Side) is skipped altogether and reported in
 ``fit_info``. Left, Right and Mid of a mono file are the same signal; the activation cache
@@ -59,10 +59,11 @@ import numpy as np
 import torch
 
 from serkit.errors import BundleError, ConfigError
-from serkit.evaluation.normalise import Normaliser, fit_normaliser
+from serkit.features.normalise import Normaliser, fit_normaliser
 from serkit.io import atomic_write_bytes, atomic_write_text
-from serkit.models.base import Inputs, SERModel, register
-from serkit.models.binaural_ops import (
+from serkit.features.data import Inputs
+from serkit.models.base import Layouts, SERModel, register
+from serkit.blocks.binaural_ops import (
     apply_two_stage,
     block_pool,
     fusion_pairs,
@@ -71,14 +72,15 @@ from serkit.models.binaural_ops import (
     search_two_stage,
     segment_planes,
 )
-from serkit.models.segment_cnn import (
+from serkit.blocks.segment_cnn import (
     ARCHITECTURES,
     Backbone,
     SegmentNet,
     build_backbone,
 )
 from serkit.models.svm import LinearSVM, LinearSVMConfig
-from serkit.training.trainer import TorchSERModel, TrainConfig, choose_device
+from serkit.models.network import TorchSERModel
+from serkit.training.trainer import TrainConfig, choose_device
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +248,7 @@ class _SegmentClassifier(TorchSERModel):
         super().__init__(config)
         self._init = (trainable, tuple(cut_shape), feature_dim, dropout)
 
-    def build(self, dims: Mapping[str, int], n_classes: int) -> SegmentNet:
+    def build(self, layouts: Mapping[str, Any], n_classes: int) -> SegmentNet:
         trainable, cut_shape, feature_dim, dropout = self._init
         return SegmentNet(trainable, cut_shape, feature_dim, n_classes, dropout)
 
@@ -302,7 +304,7 @@ class BinauralDCNN(SERModel):
         if c.weights is not None:
             weights = c.weights_sha256
         elif c.cnn == "efficientnet_lite0" and c.pretrained:
-            from serkit.models.imagenet_cnn import WEIGHTS_SHA256 as weights
+            from serkit.blocks.imagenet_cnn import WEIGHTS_SHA256 as weights
         else:
             weights = "random-init"  # never cached: see _cache_folder
         return {
@@ -551,6 +553,7 @@ class BinauralDCNN(SERModel):
         groups: np.ndarray | None = None,
         seed: int = 0,
         valid: tuple[Inputs, np.ndarray] | None = None,
+        layouts: Layouts | None = None,
     ) -> BinauralDCNN:
         """Fit every channel's CNN (when fine-tuning), SVM and the fusion on the training utterances.
 

@@ -53,18 +53,17 @@ import torch
 from torch import nn
 
 from serkit.errors import ConfigError
-from serkit.models.attention import (
+from serkit.blocks.attention import (
     LinearAttentionPooling,
     TanhAttentionPooling,
     masked_softmax,
 )
-from serkit.models.base import Inputs, register
-from serkit.training.trainer import (
-    TorchSERModel,
-    TrainConfig,
-    length_mask,
-    reverse_within_length,
-)
+from serkit.blocks.sequences import length_mask, reverse_within_length
+from serkit.features.data import Inputs
+from serkit.features.layout import Layout
+from serkit.models.base import register
+from serkit.models.network import TorchSERModel
+from serkit.training.trainer import TrainConfig
 
 BRANCHES = ("blstm", "fcn")
 
@@ -451,9 +450,9 @@ class AttentionBLSTMFCN(TorchSERModel):
         """The input key this model reads among ``keys`` (see :func:`select_feature`)."""
         return select_feature(keys, self.config.feature, self.name)
 
-    def build(self, dims: Mapping[str, int], n_classes: int) -> nn.Module:
-        key = self.feature_key(list(dims))
-        return AttentionBLSTMFCNNet(key, dims[key], n_classes, self.config)
+    def build(self, layouts: Mapping[str, Layout], n_classes: int) -> nn.Module:
+        key = self.feature_key(list(layouts))
+        return AttentionBLSTMFCNNet(key, layouts[key].dim, n_classes, self.config)
 
     def make_batch(self, X: Inputs, index: np.ndarray, *, train: bool, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         key = self.feature_key(list(X))

@@ -13,7 +13,7 @@ leave-one-speaker-out folds of the training speakers, class-balanced):
     the network was trained on, so its estimates are optimistic; the test fold is not.)
 
 ``deep_spectrum_cnn_svm`` — the fixed ImageNet-CNN baseline (the paper's AlexNet / VGG fc7
-    features, Fig. 3–4; here EfficientNet-Lite0, :mod:`serkit.models.imagenet_cnn`). Each
+    features, Fig. 3–4; here EfficientNet-Lite0, :mod:`serkit.blocks.imagenet_cnn`). Each
     utterance's log-mel spectrogram becomes an RGB image (:func:`spectrogram_image`, the Deep
     Spectrum recipe: colour-mapped, low frequencies at the bottom, scaled to 224 × 224), the
     frozen CNN gives 1280-d penultimate activations, and the SVM is trained on them. Nothing is
@@ -34,8 +34,9 @@ import numpy as np
 import torch
 
 from serkit.errors import BundleError, ConfigError
-from serkit.evaluation.normalise import Normaliser, fit_normaliser
-from serkit.models.base import Inputs, SERModel, register
+from serkit.features.normalise import Normaliser, fit_normaliser
+from serkit.features.data import Inputs
+from serkit.models.base import Layouts, SERModel, register
 from serkit.models.blstm_fcn import AttentionBLSTMFCN, BLSTMFCNConfig, select_feature
 from serkit.models.svm import LinearSVM, LinearSVMConfig
 
@@ -64,6 +65,7 @@ class _FeaturesThenSVM(SERModel):
         groups: np.ndarray | None = None,
         seed: int = 0,
         valid: tuple[Inputs, np.ndarray] | None = None,
+        layouts: Layouts | None = None,
     ) -> _FeaturesThenSVM:
         """Fit the vector extractor (if any) and the SVM on the training utterances only.
 
@@ -234,14 +236,14 @@ class DeepSpectrumCNNSVM(_FeaturesThenSVM):
 
     def _cnn(self) -> torch.nn.Module:
         if getattr(self, "cnn_", None) is None:
-            from serkit.models.imagenet_cnn import load_efficientnet_lite0
+            from serkit.blocks.imagenet_cnn import load_efficientnet_lite0
 
             self.cnn_ = load_efficientnet_lite0(pretrained=True)
         return self.cnn_
 
     def vectors(self, X: Inputs) -> np.ndarray:
         """1280-d CNN features ``(n, 1280)`` float32 of the spectrogram images of ``X``'s log-mels."""
-        from serkit.models.imagenet_cnn import IMAGE_SIZE, penultimate_features
+        from serkit.blocks.imagenet_cnn import IMAGE_SIZE, penultimate_features
 
         key = select_feature(list(X), self.config.feature, self.name)
         data = X[key]

