@@ -2,7 +2,6 @@
 
     python benchmarks/bench_msir.py encoder --root data/emodb --n 40 [--model whisper-base] [--batch 8]
     python benchmarks/bench_msir.py epoch --recipe recipes/msir.yaml [--n 128] [--set model.config.logmel_key=null ...]
-    python benchmarks/bench_msir.py layers --root data/emodb [--model whisper-base] [--C 0.01]
 
 ``encoder``: extracts frames for ``n`` EmoDB utterances one at a time and then in length-sorted
 batches of ``--batch`` (after one warm-up call, so loading the weights is not timed), and prints the
@@ -13,11 +12,8 @@ the largest difference between batched and one-at-a-time frames.
 feature cache when it holds them), then times ``--epochs`` training epochs of the recipe's model
 on them (no validation) and prints seconds per epoch and per 100 utterances.
 
-``layers``: which encoder layer to use, chosen without the test speakers. For every outer
-leave-one-speaker-out fold of EmoDB, each hidden state (mean and standard deviation over frames,
-standardised, linear SVM with ``C``, class-balanced) is scored by leave-one-speaker-out over the
-*training* speakers only; the best is refitted on the training fold and predicts the test
-speaker. Prints the layer chosen per fold and the outer UA of that nested procedure.
+Which encoder layer to use is no longer a benchmark: ``recipes/encoder_svm.yaml`` chooses it on
+inner folds of the training speakers inside ``serkit experiment`` (``docs/results_msir.md``).
 
 All print JSON with the process's peak resident memory (``ru_maxrss``) and the torch thread count.
 Wall times depend on the machine's load; the CPU seconds of the process (``cpu_s``) much less so.
@@ -125,68 +121,6 @@ def bench_epoch(args: argparse.Namespace) -> dict:
     }
 
 
-def select_layers(args: argparse.Namespace) -> dict:
-    """Nested leave-one-speaker-out choice of the encoder layer (mean+std pooled frames, linear SVM)."""
-    from sklearn.metrics import balanced_accuracy_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-
-    from serkit.evaluation.protocols import make_folds
-
-    table = get_corpus("emodb").load(args.root)
-    extractor = get_extractor("speech_encoder", {"model": args.model, "layer": "all"})
-    features = extract_features(
-        table, extractor, cache_dir=args.cache_dir, n_jobs=1, progress=False
-    )
-    n_states, width = extractor.shape[0] + 1, extractor.shape[1]
-    pooled = np.stack(
-        [np.concatenate([v.mean(0), v.std(0)]) for v in features.values]
-    )  # (n, 2 * states * d)
-    per_layer = [
-        np.concatenate(
-            [
-                pooled[:, k * width : (k + 1) * width],
-                pooled[:, (n_states + k) * width : (n_states + k + 1) * width],
-            ],
-            1,
-        )
-        for k in range(n_states)
-    ]
-    y = table["label"].to_numpy()
-    speakers = table["speaker"].to_numpy()
-
-    def svm():
-        return make_pipeline(
-            StandardScaler(), SVC(kernel="linear", C=args.C, class_weight="balanced")
-        )
-
-    def loso_ua(x, rows):
-        predicted = np.empty(len(rows), dtype=object)
-        for speaker in np.unique(speakers[rows]):
-            test = speakers[rows] == speaker
-            predicted[test] = (
-                svm().fit(x[rows][~test], y[rows][~test]).predict(x[rows][test])
-            )
-        return balanced_accuracy_score(y[rows], predicted.astype(str))
-
-    chosen, predicted = {}, np.empty(len(y), dtype=object)
-    for fold in make_folds(table, "loso").folds:
-        inner = [loso_ua(x, fold.train) for x in per_layer]
-        best = int(np.argmax(inner))
-        chosen[fold.name] = {"layer": best, "inner_ua": [round(u, 4) for u in inner]}
-        model = svm().fit(per_layer[best][fold.train], y[fold.train])
-        predicted[fold.test] = model.predict(per_layer[best][fold.test])
-    return {
-        "model": args.model,
-        "C": args.C,
-        "chosen_layer_per_fold": chosen,
-        "outer_loso_ua_with_inner_choice": round(
-            balanced_accuracy_score(y, predicted.astype(str)), 4
-        ),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -207,13 +141,8 @@ def main() -> None:
     ep.add_argument(
         "--set", action="append", default=[], help="recipe override KEY=VALUE"
     )
-    lay = sub.add_parser("layers")
-    lay.add_argument("--root", default="data/emodb")
-    lay.add_argument("--model", default="whisper-base")
-    lay.add_argument("--C", type=float, default=0.01)
-    lay.add_argument("--cache-dir", default=".cache/serkit")
     args = parser.parse_args()
-    run = {"encoder": bench_encoder, "epoch": bench_epoch, "layers": select_layers}[
+    run = {"encoder": bench_encoder, "epoch": bench_epoch}[
         args.what
     ]
     result = run(args)

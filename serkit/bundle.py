@@ -3,10 +3,15 @@
 A bundle is a folder::
 
     bundle.json     format version, serkit version, labels, sample rates, the feature
-                    extractors (name, version, config, channel), normaliser statistics,
-                    the model's name and config, the resolved training recipe, what it was
-                    trained on
+                    extractors (name, version, config, channel), the derived features (name,
+                    version, config, inputs), what the model reads and its layouts, normaliser
+                    statistics, the model's name and config, the resolved training recipe,
+                    what it was trained on
+    derived/<key>/  the fitted state of each fitted derived feature (its ``save``)
     model/          the model's own files (written by ``SERModel.save``)
+
+The feature graph is rebuilt from the recipe's ``features`` (:class:`~serkit.pipeline.FeaturePlan`),
+so a recording goes through exactly the steps of training.
 
 It is written into a temporary sibling and renamed into place (:func:`serkit.io.atomic_directory`),
 so an interrupted save leaves no bundle behind. :func:`load_bundle` refuses a bundle with another
@@ -25,12 +30,13 @@ import numpy as np
 
 import serkit
 from serkit.audio import Audio
+from serkit.derived.base import DERIVED, FittedFeature
 from serkit.errors import BundleError, ConfigError, SerkitError
-from serkit.features.normalise import Normaliser
-from serkit.features import extract_audio, get_extractor
 from serkit.features.base import Extractor
+from serkit.features.normalise import Normaliser
 from serkit.io import atomic_directory
 from serkit.models.base import SERModel, model_class
+from serkit.pipeline import FeaturePlan
 
 FORMAT = "serkit-model-bundle"
 FORMAT_VERSION = 1
@@ -41,7 +47,8 @@ def save_bundle(
     *,
     recipe: dict[str, Any],
     labels: Sequence[str],
-    extractors: dict[str, tuple[Extractor, str]],
+    plan: FeaturePlan,
+    fitted: dict[str, FittedFeature],
     normalisers: dict[str, Normaliser],
     model: SERModel,
     trained_on: dict[str, Any],
@@ -51,10 +58,11 @@ def save_bundle(
 
     Args:
         out_dir: bundle folder to create.
-        recipe: the resolved training recipe.
+        recipe: the resolved training recipe (its ``features`` rebuild the plan).
         labels: class order of the model's outputs.
-        extractors: feature key -> (extractor, channel) as used in training.
-        normalisers: feature key -> fitted normaliser.
+        plan: the recipe's feature graph.
+        fitted: key -> fitted derived feature, for each of the plan's fitted ones.
+        normalisers: model input key -> fitted normaliser.
         model: the fitted model.
         trained_on: corpus, utterance count, speakers, fit info (plain data).
         overwrite: replace an existing bundle.
@@ -62,6 +70,8 @@ def save_bundle(
     Raises:
         ConfigError: ``out_dir`` exists and is not empty without ``overwrite``.
     """
+    if recipe.get("features") not in (None, plan.recipe):
+        raise ConfigError("save_bundle: the plan was not built from the recipe's features")
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -69,15 +79,21 @@ def save_bundle(
         "labels": list(labels),
         "features": {
             key: {**extractor.describe(), "channel": channel, "sample_rate": extractor.sample_rate, "level": extractor.level}
-            for key, (extractor, channel) in extractors.items()
+            for key, (extractor, channel) in plan.extractors.items()
         },
+        "derived": {key: {**node.derived.describe(), "from": list(node.inputs)}
+                    for key, node in plan.nodes.items() if node.derived is not None},  # fmt: skip
+        "inputs": {key: spec.to_dict() for key, spec in plan.specs.items()},
         "normalisers": {key: norm.to_dict() for key, norm in normalisers.items()},
         "model": model.describe(),
-        "recipe": recipe,
+        "recipe": {**recipe, "features": plan.recipe},
         "trained_on": trained_on,
     }
     text = json.dumps(meta, indent=2, allow_nan=False)
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        for key, feature in fitted.items():
+            (tmp / "derived" / key).mkdir(parents=True)
+            feature.save(tmp / "derived" / key)
         (tmp / "model").mkdir()
         model.save(tmp / "model")
         (tmp / "bundle.json").write_text(text + "\n", encoding="utf-8")
@@ -92,27 +108,36 @@ class Bundle:
         path: the bundle folder.
         meta: the parsed ``bundle.json``.
         labels: class order of probabilities.
-        extractors: feature key -> (extractor, channel).
-        normalisers: feature key -> normaliser.
+        plan: the feature graph of the training recipe.
+        fitted: key -> fitted derived feature.
+        normalisers: model input key -> normaliser.
         model: the fitted model.
     """
 
     path: Path
     meta: dict[str, Any]
     labels: list[str]
-    extractors: dict[str, tuple[Extractor, str]]
+    plan: FeaturePlan
+    fitted: dict[str, FittedFeature]
     normalisers: dict[str, Normaliser]
     model: SERModel
 
-    def features(self, audio: Audio) -> dict[str, np.ndarray]:
-        """Raw (unnormalised) features of one recording, key by key.
+    @property
+    def extractors(self) -> dict[str, tuple[Extractor, str]]:
+        """Extractor key -> (extractor, channel), as in training."""
+        return self.plan.extractors
 
-        The recording is resampled and its channel chosen per extractor, as in training.
+    def features(self, audio: Audio) -> dict[str, np.ndarray]:
+        """Raw (unnormalised) model inputs of one recording, key by key.
+
+        The recording is resampled and its channel chosen per extractor, and derived features
+        computed from those, as in training.
 
         Raises:
             AudioError: the recording cannot be used (too short for an extractor, …).
+            FeatureError: a derived feature cannot use it.
         """
-        return {key: extract_audio(audio, extractor, channel) for key, (extractor, channel) in self.extractors.items()}
+        return self.plan.compute_one(audio, self.fitted)
 
     def predict(self, features: Sequence[dict[str, np.ndarray]], speaker: str = "unknown") -> np.ndarray:
         """Class probabilities ``(len(features), K)`` from :meth:`features` of recordings of one speaker.
@@ -127,9 +152,9 @@ class Bundle:
         """
         speakers = np.array([speaker] * len(features))
         inputs = {}
-        for key, (extractor, _) in self.extractors.items():
+        for key, spec in self.plan.specs.items():
             per_utt = [f[key] for f in features]
-            data = np.stack(per_utt) if extractor.level == "utterance" else per_utt
+            data = np.stack(per_utt) if spec.level == "utterance" else per_utt
             inputs[key] = self.normalisers[key].transform(data, speakers)
         return self.model.predict_proba(inputs)
 
@@ -159,19 +184,29 @@ def load_bundle(path: str | Path) -> Bundle:
             f"this serkit reads {FORMAT!r} v{FORMAT_VERSION}"
         )
     try:
-        extractors = {}
-        for key, spec in meta["features"].items():
-            extractor = get_extractor(spec["name"], spec["config"])
-            if extractor.version != spec["version"]:
+        plan = FeaturePlan(meta["recipe"]["features"])
+        for key, (extractor, _) in plan.extractors.items():
+            saved = meta["features"][key]
+            if extractor.version != saved["version"]:
                 raise BundleError(
-                    f"{path}: feature {key!r} was extracted by {spec['name']} v{spec['version']}, "
+                    f"{path}: feature {key!r} was extracted by {saved['name']} v{saved['version']}, "
                     f"this serkit has v{extractor.version}"
                 )
-            extractors[key] = (extractor, spec["channel"])
+        fitted = {}
+        for key, saved in meta.get("derived", {}).items():
+            derived = plan.nodes[key].derived
+            if derived.version != saved["version"]:
+                raise BundleError(
+                    f"{path}: derived feature {key!r} was made by {saved['name']} v{saved['version']}, "
+                    f"this serkit has v{derived.version}"
+                )
+            if derived.fitted:
+                fitted[key] = DERIVED.get(saved["name"]).load(path / "derived" / key, saved["config"])
+                fitted[key].bind(derived.input_specs)
         normalisers = {key: Normaliser.from_dict(d) for key, d in meta["normalisers"].items()}
         model = model_class(meta["model"]["name"]).load(path / "model", meta["model"]["config"])
     except BundleError:
         raise
     except (KeyError, TypeError, OSError, ConfigError, SerkitError) as exc:
         raise BundleError(f"{path}: incomplete or inconsistent bundle ({exc!r})") from exc
-    return Bundle(path, meta, list(meta["labels"]), extractors, normalisers, model)
+    return Bundle(path, meta, list(meta["labels"]), plan, fitted, normalisers, model)

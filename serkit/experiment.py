@@ -31,86 +31,74 @@ import pandas as pd
 import serkit
 from serkit.bundle import save_bundle
 from serkit.corpora import get_corpus
-from serkit.errors import ConfigError, FeatureError
-from serkit.features.normalise import Normaliser, fit_normaliser
+from serkit.errors import ConfigError
 from serkit.evaluation.protocols import Fold, make_folds
 from serkit.evaluation.report import plain_data, write_run
-from serkit.features import FeatureSet, extract_features, get_extractor
-from serkit.io import atomic_write_bytes, check_output_dir
+from serkit.derived.base import FittedFeature
 from serkit.features.data import FeatureData, Inputs, take_rows
+from serkit.features.normalise import Normaliser, fit_normaliser
+from serkit.io import atomic_write_bytes, check_output_dir
 from serkit.models.base import get_model
+from serkit.pipeline import FeaturePlan
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Dataset:
-    """A corpus table and its features, restricted to the utterances every extractor could use.
+    """A corpus table and its features, restricted to the utterances every feature could use.
 
     Attributes:
         table: corpus table (columns of :data:`serkit.corpora.base.COLUMNS`), row ``i`` is
             utterance ``i`` of every feature.
-        features: feature key -> per-utterance data (``(n, dims)`` matrix or list of
-            ``(frames, dims)`` arrays), in table order.
+        plan: the recipe's feature graph (:class:`~serkit.pipeline.FeaturePlan`).
+        features: the plan's stored features (``(n, dims)`` matrix or list of ``(frames, dims)``
+            arrays per key), in table order; fitted derived features are made per fold from them.
         labels: the class order (the corpus's label set, restricted to labels present).
         y: ``(n,)`` int class index of every row.
         failures: ``{"utterance_id", "path", "feature", "error"}`` records of dropped utterances.
     """
 
     table: pd.DataFrame
+    plan: FeaturePlan
     features: dict[str, FeatureData]
     labels: list[str]
     y: np.ndarray
     failures: list[dict[str, str]]
 
-    def rows(self, index: np.ndarray) -> dict[str, FeatureData]:
-        """The features of rows ``index`` (int positions)."""
-        return {key: take_rows(data, index) for key, data in self.features.items()}
+    @property
+    def speakers(self) -> np.ndarray:
+        """``(n,)`` speaker of every row."""
+        return self.table["speaker"].to_numpy(dtype=str)
 
-
-def _feature_data(features: FeatureSet) -> FeatureData:
-    return features.matrix() if features.level == "utterance" else list(features.values)
+    def fold_inputs(self, train: np.ndarray, seed: int) -> tuple[dict[str, FeatureData], dict[str, FittedFeature]]:
+        """The model's inputs for every row, fitted derived features learnt on rows ``train`` only."""
+        return self.plan.fit_fold(self.features, train, self.y, labels=self.labels, groups=self.speakers, seed=seed)
 
 
 def prepare_dataset(recipe: dict[str, Any], *, progress: bool = True) -> Dataset:
-    """Load the recipe's corpus and extract all its features (cached when ``cache_dir`` is set).
+    """Load the recipe's corpus and compute the features that do not depend on a fold.
 
-    Utterances that any extractor could not process are dropped and listed in ``failures``.
+    Extractors and fixed derived features run here (cached when ``cache_dir`` is set); utterances
+    any of them could not process are dropped and listed in ``failures``.
 
     Raises:
         ConfigError, CorpusError: bad recipe or corpus folder.
         FeatureError: every utterance failed.
     """
     corpus_spec = recipe["corpus"]
+    plan = FeaturePlan(recipe["features"])
     adapter = get_corpus(corpus_spec["name"])
     table = adapter.load(corpus_spec["root"], **(corpus_spec.get("options") or {}))
-    extracted: dict[str, FeatureSet] = {}
-    failures: list[dict[str, str]] = []
+    done = plan.materialise(table, cache_dir=recipe.get("cache_dir"), n_jobs=recipe.get("n_jobs", -1), progress=progress)
     by_id = table.set_index("utterance_id")["path"]
-    for key, spec in recipe["features"].items():
-        extractor = get_extractor(spec["extractor"], spec.get("config"))
-        fs = extract_features(
-            table,
-            extractor,
-            channel=spec.get("channel", "downmix"),
-            cache_dir=recipe.get("cache_dir"),
-            n_jobs=recipe.get("n_jobs", -1),
-            progress=progress,
-        )
-        for utt, message in fs.failures.items():
-            failures.append({"utterance_id": utt, "path": str(by_id[utt]), "feature": key, "error": message})
-            log.warning("skipping %s (%s): %s", utt, key, message)
-        extracted[key] = fs
-    failed = {f["utterance_id"] for f in failures}
-    table = table[~table["utterance_id"].isin(failed)].reset_index(drop=True)
-    if table.empty:
-        raise FeatureError(f"no utterance of {corpus_spec['name']} could be processed; first error: {failures[0]}")
-    ids = table["utterance_id"].tolist()
-    features = {key: _feature_data(fs.select(ids)) for key, fs in extracted.items()}
+    failures = [{"utterance_id": f["utterance_id"], "path": str(by_id[f["utterance_id"]]), "feature": f["feature"],
+                 "error": f["error"]} for f in done.failures]  # fmt: skip
+    table = table.set_index("utterance_id").loc[done.ids].reset_index()
     present = set(table["label"])
     labels = [lab for lab in adapter.labels if lab in present] or sorted(present)
     y = table["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy(dtype=int)
-    return Dataset(table, features, labels, y, failures)
+    return Dataset(table, plan, done.features, labels, y, failures)
 
 
 def fit_normalisers(mode: str, inputs: Inputs, speakers: np.ndarray) -> dict[str, Normaliser]:
@@ -126,21 +114,31 @@ def normalise(normalisers: dict[str, Normaliser], inputs: Inputs, speakers: np.n
 def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndarray, dict[str, Any]]:
     """Fit on ``fold.train`` and return test probabilities ``(n_test, K)`` and the fit info.
 
-    Normalisation statistics come from the training rows (``global``) or from each speaker's own
-    rows (``speaker``); test labels are never used. A validation split of the protocol
-    (``fold.valid``, training speakers only) goes to the model for early stopping.
+    Fitted derived features learn from the training rows only. Normalisation statistics come
+    from the training rows (``global``) or from each speaker's own rows (``speaker``); test
+    labels are never used. A validation split of the protocol (``fold.valid``, training speakers
+    only) goes to the model for early stopping.
     """
-    speakers = data.table["speaker"].to_numpy(dtype=str)
-    train_speakers, test_speakers = speakers[fold.train], speakers[fold.test]
-    normalisers = fit_normalisers(recipe["normalisation"], data.rows(fold.train), train_speakers)
-    x_train = normalise(normalisers, data.rows(fold.train), train_speakers)
-    x_test = normalise(normalisers, data.rows(fold.test), test_speakers)
+    speakers = data.speakers
+    inputs, fitted = data.fold_inputs(fold.train, recipe["seed"])
+    rows = {name: {key: take_rows(x, index) for key, x in inputs.items()} for name, index in
+            (("train", fold.train), ("test", fold.test))}  # fmt: skip
+    normalisers = fit_normalisers(recipe["normalisation"], rows["train"], speakers[fold.train])
+    x_train = normalise(normalisers, rows["train"], speakers[fold.train])
+    x_test = normalise(normalisers, rows["test"], speakers[fold.test])
     valid = None
     if fold.valid is not None:
-        valid = (normalise(normalisers, data.rows(fold.valid), speakers[fold.valid]), data.y[fold.valid])
+        x_valid = {key: take_rows(x, fold.valid) for key, x in inputs.items()}
+        valid = (normalise(normalisers, x_valid, speakers[fold.valid]), data.y[fold.valid])
     model = get_model(recipe["model"]["name"], recipe["model"]["config"])
-    model.fit(x_train, data.y[fold.train], labels=data.labels, groups=train_speakers, seed=recipe["seed"], valid=valid)
-    return model.predict_proba(x_test), model.fit_info()
+    model.fit(
+        x_train, data.y[fold.train], labels=data.labels, groups=speakers[fold.train], seed=recipe["seed"],
+        valid=valid, layouts=data.plan.layouts,
+    )  # fmt: skip
+    info = model.fit_info()
+    if fitted:
+        info = {**info, "derived": {key: feature.fit_info() for key, feature in fitted.items()}}
+    return model.predict_proba(x_test), info
 
 
 # Recipe keys that change where features are cached and how many workers extract them, never a result.
@@ -340,21 +338,21 @@ def train_bundle(
     """Fit a resolved recipe on every usable utterance of its corpus and save a model bundle.
 
     Hyper-parameters the model chooses itself (e.g. the SVM's C) are chosen on
-    leave-one-speaker-out folds of the whole corpus.
+    leave-one-speaker-out folds of the whole corpus; fitted derived features learn from every
+    utterance.
 
     Returns:
         The bundle folder (see :mod:`serkit.bundle`), written atomically.
     """
     data = prepare_dataset(recipe, progress=progress)
-    speakers = data.table["speaker"].to_numpy(dtype=str)
-    inputs = data.rows(np.arange(len(data.table)))
+    speakers = data.speakers
+    inputs, fitted = data.fold_inputs(np.arange(len(data.table)), recipe["seed"])
     normalisers = fit_normalisers(recipe["normalisation"], inputs, speakers)
     model = get_model(recipe["model"]["name"], recipe["model"]["config"])
-    model.fit(normalise(normalisers, inputs, speakers), data.y, labels=data.labels, groups=speakers, seed=recipe["seed"])
-    extractors = {
-        key: (get_extractor(spec["extractor"], spec.get("config")), spec.get("channel", "downmix"))
-        for key, spec in recipe["features"].items()
-    }
+    model.fit(
+        normalise(normalisers, inputs, speakers), data.y, labels=data.labels, groups=speakers, seed=recipe["seed"],
+        layouts=data.plan.layouts,
+    )  # fmt: skip
     trained_on = {
         "corpus": recipe["corpus"]["name"],
         "n_utterances": int(len(data.table)),
@@ -366,7 +364,8 @@ def train_bundle(
         out_dir,
         recipe=recipe,
         labels=data.labels,
-        extractors=extractors,
+        plan=data.plan,
+        fitted=fitted,
         normalisers=normalisers,
         model=model,
         trained_on=trained_on,

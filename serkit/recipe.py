@@ -4,9 +4,11 @@ A recipe is a YAML mapping. Every key has a default except ``features`` and ``mo
 
     name: compare_svm                  # run name (default: the file's stem)
     corpus: {name: emodb, root: data/emodb, options: {}}
-    features:                          # key -> extractor; the key is what the model sees
+    features:                          # key -> extractor, or derived feature of other keys
       functionals: {extractor: opensmile_functionals, config: {feature_set: ComParE_2016},
                     channel: downmix}
+      # encoder: {extractor: speech_encoder, config: {layer: all}}
+      # pooled:  {derive: pooled_stats, from: encoder, config: {stats: [mean, std]}}
     model: {name: linear_svm, config: {C: [0.0001, 0.001, 0.01, 0.1, 1.0]}}
     protocol: {name: loso}             # see serkit.evaluation.protocols
     normalisation: global              # global | speaker | none
@@ -41,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "n_jobs": -1,
 }
 FEATURE_KEYS = {"extractor", "config", "channel"}
+DERIVED_KEYS = {"derive", "from", "config"}
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,13 +144,16 @@ def _validate(recipe: dict[str, Any]) -> None:
     if not isinstance(features, dict) or not features:
         raise ConfigError("recipe: features must map at least one key to {extractor: NAME, config: {...}}")
     for key, spec in features.items():
-        if not isinstance(spec, dict) or "extractor" not in spec:
-            raise ConfigError(f"recipe: features.{key} needs an extractor name")
-        extra = sorted(set(spec) - FEATURE_KEYS)
+        if not isinstance(spec, dict) or ("extractor" in spec) == ("derive" in spec):
+            raise ConfigError(f"recipe: features.{key} needs an extractor name, or a derived feature (derive: NAME, from: KEY)")
+        known = FEATURE_KEYS if "extractor" in spec else DERIVED_KEYS
+        extra = sorted(set(spec) - known)
         if extra:
-            raise ConfigError(f"recipe: features.{key} has unknown key(s) {extra}; known: {sorted(FEATURE_KEYS)}")
-        spec.setdefault("config", {})
-        spec.setdefault("channel", "downmix")
+            raise ConfigError(f"recipe: features.{key} has unknown key(s) {extra}; known: {sorted(known)}")
+        if spec.get("config") is None:
+            spec["config"] = {}
+        if "extractor" in spec:
+            spec.setdefault("channel", "downmix")
     model = recipe["model"]
     if not isinstance(model, dict) or not model.get("name"):
         raise ConfigError("recipe: model needs a name")

@@ -26,6 +26,7 @@ from serkit.blocks.binaural_ops import (
     segment_starts,
 )
 from serkit.blocks.segment_cnn import AlexNet, Resize, build_backbone, load_alexnet
+from plans import plan_of
 
 LOGMEL = {
     "n_mels": 64,
@@ -363,7 +364,8 @@ def test_mono_corpus_skips_side_and_bundle_round_trips(
         tmp_path / "b",
         recipe={"name": "t"},
         labels=["anger", "neutral"],
-        extractors=extractors,
+        plan=plan_of(extractors),
+        fitted={},
         normalisers=normalisers,
         model=model,
         trained_on={"corpus": "emodb"},

@@ -25,6 +25,7 @@ from serkit.blocks.imagenet_cnn import (
     penultimate_features,
 )
 from serkit.io import sha256_file
+from plans import plan_of
 
 PAPER_LOGMEL = {"n_mels": 40, "window": "hamming", "preemphasis": 0.0, "filterbank": "librosa"}
 
@@ -126,7 +127,7 @@ def test_blstm_fcn_svm_trains_network_then_svm_and_bundle_round_trips(emodb_subs
     np.testing.assert_allclose(model.predict_proba(inputs), direct)
     assert model.fit_info()["svm"]["C"] in (0.01, 1.0)
     recipe = {"name": "t", "model": model.describe(), "normalisation": "global"}
-    save_bundle(tmp_path / "b", recipe=recipe, labels=["anger", "neutral"], extractors={"logmel": (extractor, "downmix")},
+    save_bundle(tmp_path / "b", recipe=recipe, labels=["anger", "neutral"], plan=plan_of({"logmel": (extractor, "downmix")}), fitted={},
                 normalisers={"logmel": normaliser}, model=model, trained_on={"corpus": "emodb"})
     bundle = load_bundle(tmp_path / "b")
     features = [bundle.features(load_audio(p)) for p in paths[:4]]

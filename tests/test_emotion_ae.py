@@ -25,6 +25,7 @@ from serkit.models.emotion_ae import (
     fill_frames,
 )
 from serkit.recipe import load_recipe
+from plans import plan_of
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = (
@@ -326,7 +327,8 @@ def test_bundle_labels_a_real_recording_through_the_recognizer(
         tmp_path / "bundle",
         recipe={"name": "emotion_ae_test"},
         labels=["anger", "sadness"],
-        extractors={"spectrogram": (get_extractor("stft"), "downmix")},
+        plan=plan_of({"spectrogram": (get_extractor("stft"), "downmix")}),
+        fitted={},
         normalisers={"spectrogram": fit_normaliser("global", inputs["spectrogram"])},
         model=model,
         trained_on={"corpus": "emodb", "n_utterances": len(y)},

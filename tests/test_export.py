@@ -24,6 +24,7 @@ from serkit.models.base import register
 from serkit.blocks.sequences import length_mask
 from serkit.models.network import TorchSERModel
 from serkit.training.trainer import TrainConfig
+from plans import plan_of
 
 
 class TwoInputNet(nn.Module):
@@ -78,7 +79,7 @@ def neural_bundle(files, tmp_path_factory):
     y = np.array([labels.index(f.name[5]) for f in files])
     model = OnnxTestNet().fit(X, y, labels=labels, groups=speakers, seed=0)
     out = tmp_path_factory.mktemp("neural") / "bundle"
-    save_bundle(out, recipe={}, labels=labels, extractors=extractors, normalisers=normalisers, model=model,
+    save_bundle(out, recipe={}, labels=labels, plan=plan_of(extractors), fitted={}, normalisers=normalisers, model=model,
                 trained_on={"corpus": "emodb", "n_utterances": len(files)})
     return out
 

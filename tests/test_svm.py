@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.svm import SVC
 
-from serkit.errors import ConfigError
+from serkit.errors import ConfigError, FeatureError
 from serkit.models.base import get_model, list_models
 from serkit.models.svm import LinearSVM, fit_temperature
 
@@ -100,3 +100,54 @@ def test_save_load_round_trip(tmp_path):
     again = LinearSVM.load(tmp_path, model.describe()["config"])
     assert np.allclose(again.predict_proba({"f": X}), model.predict_proba({"f": X}))
     assert again.labels_ == ["a", "b", "c"]
+
+
+def test_inner_standardise_repeats_the_outer_procedure_inside():
+    X, y, groups = _blobs(spread=2.5, n_speakers=5)
+    X = X * np.arange(1, 7) + 3.0  # columns on different scales, not centred
+    grid = (1e-3, 1e-1)
+    model = LinearSVM({"C": grid, "inner_standardise": True}).fit({"f": X}, y, labels=["a", "b", "c"], groups=groups)
+    for C in grid:
+        pred = np.empty_like(y)
+        for s in np.unique(groups):
+            held = groups == s
+            mean, std = X[~held].mean(0), X[~held].std(0)
+            svm = SVC(kernel="linear", C=C, class_weight="balanced", break_ties=True)
+            svm.fit((X[~held] - mean) / std, y[~held])
+            pred[held] = svm.predict((X[held] - mean) / std)
+        assert model.inner_ua_[None, C] == pytest.approx(balanced_accuracy_score(y, pred), abs=1e-12)
+
+
+def test_select_chooses_the_block_that_carries_the_classes():
+    from serkit.features.layout import Layout
+
+    X, y, groups = _blobs(spread=1.0, n_speakers=4, dim=6)
+    noise = np.random.default_rng(3).normal(size=X.shape).astype(np.float32)
+    # Three "layers" of 6 units: noise, the class blobs, noise again (layer-major columns).
+    stacked = np.concatenate([noise, X, noise[::-1]], axis=1)
+    layouts = {"f": Layout.of(("layer", 3), ("unit", 6))}
+    model = LinearSVM({"C": (0.01, 1.0), "select": "layer"}).fit(
+        {"f": stacked}, y, labels=["a", "b", "c"], groups=groups, layouts=layouts
+    )
+    assert model.block_ == 1
+    assert model.fit_info()["layer"] == 1 and len(model.inner_ua_) == 6
+    np.testing.assert_array_equal(model.columns_, np.arange(6, 12))
+    np.testing.assert_allclose(model.decision_function({"f": stacked}), model._full_scores(model.svm_, X))
+    with pytest.raises(ConfigError, match="laid out as"):
+        LinearSVM({"select": "layer"}).fit({"f": X}, y, labels=["a", "b", "c"], groups=groups)
+
+
+def test_several_inputs_are_fused_and_a_missing_block_is_the_training_mean():
+    X, y, groups = _blobs(spread=2.0)
+    left, right = X[:, :3].copy(), X[:, 3:].copy()
+    right[:5] = np.nan  # five utterances without the second feature
+    model = LinearSVM({"C": 0.1, "calibrate": False}).fit({"l": left, "r": right}, y, labels=["a", "b", "c"], groups=groups)
+    filled = np.concatenate([left, np.where(np.isnan(right), 0.0, right)], axis=1)
+    ref = SVC(kernel="linear", C=0.1, class_weight="balanced", break_ties=True).fit(filled, y)
+    assert np.array_equal(model.predict({"l": left, "r": right}), ref.predict(filled))
+    partly = right.copy()
+    partly[7, 0] = np.nan
+    with pytest.raises(FeatureError, match="partly NaN"):
+        model.predict({"l": left, "r": partly})
+    with pytest.raises(ConfigError, match="fitted on features"):
+        model.predict({"r": right, "l": left})

@@ -2,15 +2,20 @@
 
 ``FeatureData`` is an utterance-level ``(n, dims)`` matrix or a frame-level list of ``n`` arrays
 ``(frames_i, dims)``; ``Inputs`` maps feature keys (a recipe's names) to such data, all with the
-same ``n`` rows in the same utterance order.
+same ``n`` rows in the same utterance order. A :class:`FeatureSpec` describes a feature without
+its values (level, column layout, frame shift).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Union
+from dataclasses import dataclass
+from typing import Any, Union
 
 import numpy as np
+
+from serkit.errors import FeatureError
+from serkit.features.layout import Layout
 
 
 FeatureData = Union[np.ndarray, list[np.ndarray]]
@@ -27,3 +32,39 @@ def take_rows(data: FeatureData, index: np.ndarray) -> FeatureData:
 def n_rows(X: Inputs) -> int:
     """Number of utterances in ``X`` (every feature has the same number)."""
     return len(next(iter(X.values())))
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a feature is, without its values: what a model or a derived feature can check.
+
+    Attributes:
+        level: ``"frame"`` (per utterance ``(frames, dim)``) or ``"utterance"`` (``(dim,)``).
+        layout: the named axes of the ``dim`` columns.
+        frame_shift: seconds between frames (frame level; ``None`` when unknown or utterance level).
+    """
+
+    level: str
+    layout: Layout
+    frame_shift: float | None = None
+
+    @property
+    def dim(self) -> int:
+        """Number of columns."""
+        return self.layout.dim
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for a bundle's JSON); :meth:`from_dict` reads it back."""
+        return {"level": self.level, "layout": self.layout.to_list(), "frame_shift": self.frame_shift}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            FeatureError: a malformed entry.
+        """
+        try:
+            return cls(str(data["level"]), Layout.from_list(data["layout"]), data.get("frame_shift"))
+        except (KeyError, TypeError) as exc:
+            raise FeatureError(f"not a feature description: {data!r}") from exc

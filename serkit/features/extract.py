@@ -355,7 +355,7 @@ def extract_features(
             atomic_write_text(folder / "extractor.json", text)
 
     outcomes: list[_Outcome] = []
-    with _progress_bar(progress, f"{extractor.name} features", len(jobs)) as advance:
+    with progress_bar(progress, f"{extractor.name} features", len(jobs)) as advance:
         for chunk in _run(jobs, extractor, channel, folder, min_duration, n_jobs):
             outcomes.extend(chunk)
             advance(len(chunk))
@@ -406,8 +406,8 @@ def _run(
 
 
 @contextmanager
-def _progress_bar(enabled: bool, description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n)``: a rich progress bar when ``enabled``, else a no-op."""
+def progress_bar(enabled: bool, description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """Context manager yielding ``advance(n)``: a rich progress bar of ``total`` steps when ``enabled``, else a no-op."""
     if not enabled:
         yield lambda n: None
         return

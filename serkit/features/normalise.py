@@ -22,6 +22,11 @@ the output is a list of the same shapes. Output dtype is the input's floating dt
 integer input). Statistics are computed in float64 with the population standard deviation
 (``ddof=0``). A dimension that is exactly constant over the data a statistic is computed on (or
 has standard deviation 0) gets std = 1, so it is centred but not scaled and never divides by zero.
+
+A row of an utterance-level matrix that is entirely NaN is a *missing* observation (a binaural
+channel that is digital silence in that recording, :mod:`serkit.derived`): it is left out of
+every statistic and of ``min_utterances``, and stays NaN. A row that is partly NaN, or any
+infinite value, is still a :class:`~serkit.errors.FeatureError`.
 """
 
 from __future__ import annotations
@@ -169,10 +174,10 @@ def fit_normaliser(
 
 
 def _stats(items: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (ddof=0) per dimension over all rows of ``items``; constant dims -> std 1."""
-    stacked = np.concatenate(items, axis=0).astype(np.float64, copy=False)
+    """Mean and std (ddof=0) per dimension over all observed rows of ``items``; constant dims -> std 1."""
+    stacked = np.concatenate([x for x in items if not _missing(x)], axis=0).astype(np.float64, copy=False)
     if stacked.shape[0] == 0:
-        raise FeatureError("cannot compute normalisation statistics on zero frames")
+        raise FeatureError("cannot compute normalisation statistics on zero frames (or every row missing)")
     mean = stacked.mean(axis=0)
     std = stacked.std(axis=0)
     constant = (stacked.max(axis=0) == stacked.min(axis=0)) | (std == 0)
@@ -181,12 +186,18 @@ def _stats(items: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _speaker_stats(rows: list[np.ndarray], speaker: str, min_utterances: int) -> tuple[np.ndarray, np.ndarray]:
-    if len(rows) < min_utterances:
+    observed = sum(not _missing(x) for x in rows)
+    if observed < min_utterances:
         raise ConfigError(
-            f"speaker normalisation: speaker {speaker!r} has {len(rows)} utterance(s), "
+            f"speaker normalisation: speaker {speaker!r} has {observed} utterance(s) with the feature, "
             f"fewer than min_utterances={min_utterances}"
         )
     return _stats(rows)
+
+
+def _missing(x: np.ndarray) -> bool:
+    """Whether ``x`` is a missing utterance-level observation: one row, all NaN."""
+    return x.shape[0] == 1 and bool(np.isnan(x).all())
 
 
 def _as_items(features: Features) -> tuple[list[np.ndarray], bool]:
@@ -196,7 +207,7 @@ def _as_items(features: Features) -> tuple[list[np.ndarray], bool]:
             raise FeatureError(f"utterance-level features must be (n, d), got shape {features.shape}")
         if features.shape[0] == 0:
             raise FeatureError("no utterances to normalise")
-        _check_finite(features)
+        _check_finite(features[~np.isnan(features).all(axis=1)] if np.issubdtype(features.dtype, np.floating) else features)
         return [features[i : i + 1] for i in range(features.shape[0])], False
     if not isinstance(features, (list, tuple)) or len(features) == 0:
         raise FeatureError("features must be an (n, d) array or a non-empty list of (frames, d) arrays")

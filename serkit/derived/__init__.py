@@ -1,0 +1,18 @@
+"""Derived features: features computed from other features (:mod:`serkit.derived.base`).
+
+Fixed ones — ``pooled_stats`` and ``select`` (:mod:`serkit.derived.pooling`) — are computed once
+per utterance and cached; fitted ones — ``pca`` (:mod:`serkit.derived.pca`) — are learnt inside
+each fold from the training speakers only. :mod:`serkit.pipeline` runs them.
+"""
+
+from serkit.derived.base import (
+    DERIVED,
+    DerivedFeature,
+    FittedFeature,
+    FixedFeature,
+    get_derived,
+    list_derived,
+    register,
+)
+
+__all__ = ["DERIVED", "DerivedFeature", "FittedFeature", "FixedFeature", "get_derived", "list_derived", "register"]
