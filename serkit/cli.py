@@ -283,12 +283,20 @@ def corpus_info(
 
 
 @app.command("list")
-def list_registries() -> None:
-    """List the registered corpora, feature extractors and models."""
-    from serkit.corpora import list_corpora
-    from serkit.features import list_extractors
-    from serkit.models.base import list_models
+def list_registries(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Where each comes from (module, package).")] = False,
+) -> None:
+    """List the registered corpora, feature extractors, derived features and models (plug-ins included)."""
+    from serkit.corpora.base import CORPORA
+    from serkit.derived.base import DERIVED
+    from serkit.features.base import EXTRACTORS
+    from serkit.models.base import MODELS
 
-    out.print("corpora:  " + ", ".join(list_corpora()))
-    out.print("features: " + ", ".join(list_extractors()))
-    out.print("models:   " + ", ".join(list_models()))
+    for label, registry in (("corpora", CORPORA), ("features", EXTRACTORS), ("derived", DERIVED), ("models", MODELS)):
+        if not verbose:
+            out.print(f"{label + ':':9} " + ", ".join(registry.names()))
+            continue
+        out.print(f"{label}:")
+        for name, cls in registry.load_all().items():
+            kind = (" (fitted)" if cls.fitted else " (fixed)") if registry is DERIVED else ""
+            out.print(f"  {name}{kind}: {registry.source(name)}")
