@@ -5,8 +5,9 @@ that :meth:`~serkit.models.network.TorchSERModel.make_batch` builds (``(B, dims)
 features, ``(B, T, dims)`` frame features with ``<key>_lengths`` ``(B,)`` int64) and returns logits.
 The exported graph takes those tensors as named inputs, in the order ``make_batch`` produces
 them, with the batch size and every frame count dynamic, and returns ``probabilities`` ``(B, K)``
-(softmax of the logits, float32). The class order and the bundle's feature description are
-stored in the ONNX metadata (``serkit_labels``, ``serkit_features``, JSON). Features must be
+(softmax of the logits, float32). The class order, the bundle's extractors and the network's
+inputs (level and column layout) are stored in the ONNX metadata (``serkit_labels``,
+``serkit_features``, ``serkit_inputs``, JSON). Features must be
 computed and normalised as :meth:`serkit.bundle.Bundle.predict` does before they go in.
 
 After writing, the file is run with onnxruntime on a fresh batch of another size and length and
@@ -83,7 +84,7 @@ def export_onnx(
             f"{model_dir}: ONNX export is for neural models (TorchSERModel); "
             f"{bundle.meta['model']['name']!r} is not one"
         )
-    levels = {key: spec["level"] for key, spec in bundle.meta["features"].items()}
+    levels = {key: spec.level for key, spec in bundle.plan.specs.items()}
     rng = np.random.default_rng(0)
     X = _dummy_inputs(model, levels, 2, (64, 48), seed=0)
     batch = model.make_batch(X, np.arange(2), train=False, rng=rng)
@@ -128,7 +129,11 @@ def export_onnx(
         if used is None:
             raise BundleError(f"{model_dir}: ONNX export failed ({'; '.join(errors)})")
         proto = onnx.load(str(raw))
-    meta = {"serkit_labels": json.dumps(model.labels_), "serkit_features": json.dumps(bundle.meta["features"])}
+    meta = {
+        "serkit_labels": json.dumps(model.labels_),
+        "serkit_features": json.dumps(bundle.meta["features"]),
+        "serkit_inputs": json.dumps({key: spec.to_dict() for key, spec in bundle.plan.specs.items()}),
+    }
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

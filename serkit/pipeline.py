@@ -48,7 +48,7 @@ from serkit.derived.base import DerivedFeature, FittedFeature, FixedFeature, get
 from serkit.errors import ConfigError, FeatureError
 from serkit.features import extract_audio, extract_features, get_extractor
 from serkit.features.base import Extractor
-from serkit.features.data import FeatureData, FeatureSpec, take_rows
+from serkit.features.data import FeatureData, FeatureSpec, n_rows, take_rows
 from serkit.features.extract import Channel, progress_bar
 from serkit.features.layout import Layout
 from serkit.io import atomic_write_bytes
@@ -179,7 +179,7 @@ class FeaturePlan:
                 chunk = table.iloc[start : start + CHUNK]
                 local: dict[str, dict[str, np.ndarray]] = {}
                 for key in order:
-                    alive = chunk[~chunk["utterance_id"].isin(failed)]
+                    alive = chunk[~chunk["utterance_id"].isin(list(failed))]
                     node = self.nodes[key]
                     if node.extractor is not None:
                         local[key] = self._extract(node, alive, cache_dir, n_jobs, failed)
@@ -283,7 +283,7 @@ class FeaturePlan:
                 values[key] = feature.transform(X)
                 fitted[key] = feature
             else:
-                rows = [{name: data[i] for name, data in X.items()} for i in range(len(next(iter(X.values()))))]
+                rows = [{name: data[i] for name, data in X.items()} for i in range(n_rows(X))]
                 values[key] = self._stack(key, _raise_failures(node, _compute(node.derived, rows)))
         return {key: values[key] for key in self.outputs}, fitted
 
