@@ -1,50 +1,51 @@
 #!/usr/bin/env bash
-# Attention-BLSTM-FCN Table 5 / Table 6 rows (Zhao et al. 2019) on this 2-core CPU machine, in the
-# reduced form of docs/results_blstm_fcn.md: FCN 16/32/32, BLSTM 64 cells per direction, batch 32,
-# random 300-frame training windows, at most 30 epochs, early stopping patience 6.
+# Attention-BLSTM-FCN Table 5 rows (Zhao et al. 2019) of docs/results_blstm_fcn.md on a 2-core CPU
+# machine: one LOSO run per RUN name, from the CPU-budget recipes in recipes/reduced/ (their
+# headers say what they reduce).
 #
 # Usage: scripts/run_blstm_fcn.sh RUN [RUN ...]      (one after the other; one shell per core)
-#        RUN = CORPUS-ROW-sSEED, CORPUS emodb|emovo, ROW one of
-#          blstm_fcn        the full system; its network and the deep-spectrum SVM on its fused
-#                           vectors are scored from the same trained networks (bench_blstm_fcn.py)
-#          blstm_fcn-melsB  the same with B mel bands (Table 6: 30, 40, 60, 80, 100)
+#        RUN = CORPUS-ROW-sSEED, CORPUS emodb | emovo (EMOVO_ROOT, default ../shared/corpora/emovo),
+#        ROW one of
+#          blstm_fcn   the full system: recipes/reduced/blstm_fcn_svm.yaml through
+#                      benchmarks/bench_blstm_fcn.py, which scores the network and the
+#                      deep-spectrum SVM on its fused vectors from the same trained networks and
+#                      writes results/blstm_fcn/CORPUS-loso-reduced/{network,svm}-seedSEED
 #          fcn | attention_fcn | attention_lstm | attention_blstm | 1layer | 3layer
-#                           the other Table 5 rows, recipes/blstm_fcn_<ROW>.yaml (network only)
-# The full system writes results/blstm_fcn/CORPUS-loso-reduced[-melsB]/{network,svm}-seedS and
-# network-seedS.time; the other rows write results/blstm_fcn/RUN and RUN.time (GNU time -v).
-# A run whose .time file exists (done or running) is skipped.
+#                      recipes/reduced/blstm_fcn_<ROW>.yaml through serkit experiment, into
+#                      results/blstm_fcn/RUN
+#        SEED goes to the seed (--set seed=SEED, or the benchmark's --seeds SEED); nothing else is
+#        overridden. Other mel-band counts (Table 6) and the "no recalibration" rows are plain
+#        commands in docs/results_blstm_fcn.md.
+# Each run gets a GNU `time -v` report (RUN.time, or network-seedSEED.time beside the full
+# system's folders); a run whose report exists (done or running) is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 OUT=results/blstm_fcn
-REDUCED=(--set 'model.config.fcn_filters=[16,32,32]' --set model.config.lstm_hidden=64
-         --set model.config.max_train_frames=300 --set model.config.batch_size=32
-         --set model.config.max_epochs=30 --set model.config.patience=6)
 
 for name in "$@"; do
-    if [[ ! $name =~ ^(emodb|emovo)-([a-z_0-9]+)(-mels([0-9]+))?-s([0-9]+)$ ]]; then
-        echo "bad run name $name (want CORPUS-ROW[-melsB]-sSEED)" >&2; exit 2
+    if [[ ! $name =~ ^(emodb|emovo)-([a-z_0-9]+)-s([0-9]+)$ ]]; then
+        echo "bad run name $name (want CORPUS-ROW-sSEED)" >&2; exit 2
     fi
-    corpus=${BASH_REMATCH[1]} row=${BASH_REMATCH[2]} mels=${BASH_REMATCH[4]} seed=${BASH_REMATCH[5]}
-    corpus_args=()
-    [ "$corpus" = emovo ] && corpus_args=(--set corpus.name=emovo --set corpus.root=../shared/corpora/emovo)
+    corpus=${BASH_REMATCH[1]} row=${BASH_REMATCH[2]} seed=${BASH_REMATCH[3]}
     if [ "$row" = blstm_fcn ]; then
-        dir=$OUT/$corpus-loso-reduced${mels:+-mels$mels}
-        extra=()
-        [ -n "$mels" ] && extra=(--set "features.logmel.config.n_mels=$mels")
-        cmd=(python benchmarks/bench_blstm_fcn.py recipes/blstm_fcn_svm.yaml --out "$dir" --seeds "$seed")
+        dir=$OUT/$corpus-loso-reduced
+        corpus_args=()
+        [ "$corpus" = emovo ] && corpus_args=(--set corpus.name=emovo --set "corpus.root=${EMOVO_ROOT:-../shared/corpora/emovo}")
+        cmd=(python benchmarks/bench_blstm_fcn.py recipes/reduced/blstm_fcn_svm.yaml --out "$dir" --seeds "$seed")
         timing=$dir/network-seed$seed.time
     else
-        recipe=recipes/blstm_fcn_$row.yaml
-        [ -e "$recipe" ] && [ -z "$mels" ] || { echo "no Table 5 row $row for $name" >&2; exit 2; }
+        recipe=recipes/reduced/blstm_fcn_$row.yaml
+        [ -e "$recipe" ] || { echo "no Table 5 row $row for $name ($recipe)" >&2; exit 2; }
         dir=$OUT/$name
-        extra=(--set "seed=$seed")
-        cmd=(serkit experiment "$recipe" --out "$dir" --quiet)
+        corpus_args=()
+        [ "$corpus" = emovo ] && corpus_args=(--corpus emovo --root "${EMOVO_ROOT:-../shared/corpora/emovo}")
+        cmd=(serkit experiment "$recipe" --set "seed=$seed" --out "$dir" --quiet)
         timing=$dir.time
     fi
     if [ -e "$timing" ]; then echo "skip $name (done or running)"; continue; fi
     mkdir -p "$(dirname "$timing")"
-    echo "$(date -u +%H:%M:%S) start $name: ${cmd[*]}"
-    /usr/bin/time -v -o "$timing" "${cmd[@]}" "${REDUCED[@]}" "${corpus_args[@]}" "${extra[@]}"
+    echo "$(date -u +%H:%M:%S) start $name: ${cmd[*]} ${corpus_args[*]}"
+    /usr/bin/time -v -o "$timing" "${cmd[@]}" "${corpus_args[@]}"
     echo "$(date -u +%H:%M:%S) done $name"
 done

@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
-# MSIR Table 1 rows (Wu et al. 2024) on this 2-core CPU machine, in the CPU-budget form of
-# docs/results_msir.md: at most 30 epochs, early stopping patience 6, and for the rows with a CR
-# branch (ACRNN, ACRNN + LLF-LSTM, MSIR) that branch narrowed to 32/64 kernels and a 256-unit frame
-# layer (the recipe's 128/256 and 768 cost ≈ 6 h per LOSO run here; the override changes nothing
-# in rows without a CR branch); everything else the recipe's.
+# MSIR Table 1 rows (Wu et al. 2024) of docs/results_msir.md on a 2-core CPU machine: one LOSO run
+# per RUN name, from the CPU-budget recipes in recipes/reduced/ (their headers say what they reduce).
 #
 # Usage: scripts/run_msir.sh RUN [RUN ...]      (one after the other; one shell per core)
-#        RUN = CORPUS-ROW-LOSS-sSEED[-vN], e.g. emodb-w2v_en-fl-s1, emovo-llf_lstm_3d-ce-s0;
-#        CORPUS emodb|emovo, ROW = recipes/msir_<ROW>.yaml (or "msir" for the full system),
-#        LOSS fl (focal loss, eq. 7, ζ = 0.25, θ = 2) | ce (cross-entropy, the "w/o FL" ablation),
-#        -vN: hold out N training speakers for early stopping instead of the recipe's one.
-# Each run writes results/msir/<RUN>/ and <RUN>.time (GNU time -v: wall time, peak memory). A run
-# whose folder exists is done and skipped, one that another shell is running (it holds <RUN>.lock)
-# is skipped, and one that was interrupted continues from the folds it finished (serkit experiment
-# --resume; <RUN>.time then gets one report per part, and metrics.json's fold_cost has every fold).
+#        RUN = CORPUS-ROW-LOSS-sSEED, e.g. emodb-w2v_en-fl-s1, emovo-llf_lstm_3d-ce-s0
+#        CORPUS emodb | emovo (EMOVO_ROOT, default ../shared/corpora/emovo)
+#        ROW-LOSS picks recipes/reduced/msir_<ROW>_<LOSS>.yaml (ROW "msir", the full system:
+#        recipes/reduced/msir_<LOSS>.yaml); LOSS fl = focal loss, ce = cross-entropy
+#        SEED goes to --set seed=SEED; nothing else is overridden.
+# A RUN is `serkit experiment RECIPE --set seed=SEED [--corpus emovo --root EMOVO_ROOT]
+# --out results/msir/RUN --resume`, with OMP_NUM_THREADS=1 and a GNU `time -v` report appended to
+# results/msir/RUN.time. A run whose folder exists is done and skipped, one that another shell is
+# running (it holds RUN.lock) is skipped, and one that was interrupted continues from the folds it
+# finished (--resume; metrics.json's extra.fold_cost then still has every fold).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -29,23 +28,15 @@ OUT=results/msir
 mkdir -p "$OUT"
 
 for name in "$@"; do
-    if [[ ! $name =~ ^(emodb|emovo)-(.+)-(fl|ce)-s([0-9]+)(-v([0-9]+))?$ ]]; then
-        echo "bad run name $name (want CORPUS-ROW-LOSS-sSEED[-vN])" >&2; exit 2
+    if [[ ! $name =~ ^(emodb|emovo)-(.+)-(fl|ce)-s([0-9]+)$ ]]; then
+        echo "bad run name $name (want CORPUS-ROW-LOSS-sSEED)" >&2; exit 2
     fi
     corpus=${BASH_REMATCH[1]} row=${BASH_REMATCH[2]} loss=${BASH_REMATCH[3]} seed=${BASH_REMATCH[4]}
-    valid=${BASH_REMATCH[6]}
-    recipe=recipes/msir_$row.yaml
-    [ "$row" = msir ] && recipe=recipes/msir.yaml
+    recipe=recipes/reduced/msir_${row}_${loss}.yaml
+    [ "$row" = msir ] && recipe=recipes/reduced/msir_${loss}.yaml
     [ -e "$recipe" ] || { echo "no recipe $recipe for $name" >&2; exit 2; }
-    args=(--set model.config.max_epochs=30 --set model.config.patience=6 --set "seed=$seed"
-          --set 'model.config.conv_channels=[32,64]' --set model.config.frame_fc=256)
-    if [ "$loss" = fl ]; then
-        args+=(--set model.config.loss=focal --set model.config.zeta=0.25 --set model.config.theta=2.0)
-    else
-        args+=(--set model.config.loss=cross_entropy)
-    fi
-    [ -n "$valid" ] && args+=(--set "model.config.valid_speakers=$valid")
-    [ "$corpus" = emovo ] && args+=(--corpus emovo --root ../shared/corpora/emovo)
+    args=(--set "seed=$seed")
+    [ "$corpus" = emovo ] && args+=(--corpus emovo --root "${EMOVO_ROOT:-../shared/corpora/emovo}")
     if [ -e "$OUT/$name/metrics.json" ]; then echo "skip $name (done)"; continue; fi
     exec 9>"$OUT/$name.lock"
     if ! flock -n 9; then echo "skip $name (running in another shell)"; exec 9>&-; continue; fi

@@ -300,3 +300,64 @@ def list_registries(
         for name, cls in registry.load_all().items():
             kind = (" (fitted)" if cls.fitted else " (fixed)") if registry is DERIVED else ""
             out.print(f"  {name}{kind}: {registry.source(name)}")
+
+
+RunsArg = Annotated[list[Path], typer.Argument(help="Run folders (a glob's expansion is fine).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of Markdown.")]
+
+
+@app.command()
+def compare(
+    runs: Annotated[
+        Optional[list[Path]],
+        typer.Argument(
+            help="RUN_A RUN_B, or the runs of two systems (split by config; A is the first run's system).",
+            metavar="RUN",
+            show_default=False,
+        ),
+    ] = None,
+    a: Annotated[Optional[list[Path]], typer.Option("--a", help="A run of system A (repeat for each seed).")] = None,
+    b: Annotated[Optional[list[Path]], typer.Option("--b", help="A run of system B (repeat for each seed).")] = None,
+    metric: Annotated[str, typer.Option("--metric", help="Fold metric to pair: ua, wa or macro_f1.")] = "ua",
+    as_json: JsonOpt = False,
+) -> None:
+    """Paired per-fold comparison of system A against B: folds paired by (seed from config.yaml, fold name).
+
+    Prints the pair count, how often A is above / equal to / below B, the mean paired difference
+    with its standard error, a two-sided Wilcoxon signed-rank test and a two-sided sign test.
+    """
+    from serkit.evaluation.compare import compare_runs, render_comparison, two_systems
+
+    try:
+        if a or b:
+            if runs:
+                raise typer.BadParameter("give runs either as RUN... or each with its own --a / --b (one per run), not both")
+            system_a, system_b = a or [], b or []
+        else:
+            system_a, system_b = two_systems(runs or [])
+        result = compare_runs(system_a, system_b, metric=metric)
+    except SerkitError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else render_comparison(result).rstrip("\n"))
+
+
+@app.command()
+def table(
+    runs: RunsArg,
+    per_run: Annotated[bool, typer.Option("--per-run", help="One row per run instead of one per config over seeds.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """A Markdown table of run folders: one row per config, mean ± std over its seeds, and cost.
+
+    Paths without a metrics.json (unfinished runs, RUN.folds/) are named on stderr and skipped.
+    """
+    from serkit.evaluation.compare import find_runs, render_table, results_table
+
+    found, skipped = find_runs(runs)
+    for path, reason in skipped:
+        typer.echo(f"skipped {path}: {reason}", err=True)
+    try:
+        rows = results_table(found, per_run=per_run)
+    except SerkitError as exc:
+        _fail(exc)
+    typer.echo(json.dumps([row.to_dict() for row in rows], indent=2) if as_json else render_table(rows).rstrip("\n"))

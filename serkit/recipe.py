@@ -16,8 +16,15 @@ A recipe is a YAML mapping. Every key has a default except ``features`` and ``mo
     cache_dir: .cache/serkit           # null switches the feature cache off
     n_jobs: -1                         # processes for feature extraction (-1: all cores)
 
-:func:`load_recipe` fills the defaults, applies command-line overrides and validates the
-result; the resolved recipe is what a run saves as ``config.yaml`` and re-runs from.
+A recipe file may extend another one: ``base: ../msir.yaml`` (a path relative to the file that
+names it) takes that recipe's mapping and merges this file's mapping into it, key by key through
+nested mappings (this file wins; a list or any other value replaces the base's whole). The base
+may itself name a base. ``base`` never reaches the resolved recipe: the run's ``config.yaml``
+holds the merged result, so it re-runs without the files it came from.
+
+:func:`load_recipe` follows ``base``, fills the defaults, applies command-line overrides and
+validates the result; the resolved recipe is what a run saves as ``config.yaml`` and re-runs
+from.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
 }
 FEATURE_KEYS = {"extractor", "config", "channel"}
 DERIVED_KEYS = {"derive", "from", "config"}
+BASE_KEY = "base"
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,8 +104,13 @@ def resolve_recipe(
     """Defaults + ``raw`` + ``--corpus``/``--root`` + ``--set`` overrides, validated.
 
     Raises:
-        ConfigError: unknown top-level key, missing ``features`` or ``model``, malformed entry.
+        ConfigError: unknown top-level key, missing ``features`` or ``model``, malformed entry,
+            or a ``base`` key (only :func:`load_recipe` can follow it: it is relative to a file).
     """
+    if BASE_KEY in raw:
+        raise ConfigError(
+            f"recipe: {BASE_KEY!r} names a file relative to the recipe file; load the recipe with load_recipe(path)"
+        )
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"recipe: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
@@ -117,12 +130,52 @@ def resolve_recipe(
 
 
 def load_recipe(path: str | Path, **kwargs: Any) -> dict[str, Any]:
-    """Read a recipe YAML file and :func:`resolve_recipe` it (keyword arguments as there).
+    """Read a recipe YAML file, follow its ``base`` chain and :func:`resolve_recipe` it.
+
+    Args:
+        path: the recipe file. Its stem is the run name unless the recipe (or a base) sets one.
+        **kwargs: ``corpus``, ``root`` and ``overrides`` as in :func:`resolve_recipe`.
 
     Raises:
-        ConfigError: unreadable or invalid YAML, or an invalid recipe.
+        ConfigError: an unreadable file or invalid YAML (the message names the file), a base
+            that is missing or not a path (names the file that asks for it and the path), a cycle
+            of bases (names every file in it), or an invalid recipe.
     """
     path = Path(path)
+    return resolve_recipe(read_recipe_mapping(path), name=path.stem, **kwargs)
+
+
+def read_recipe_mapping(path: str | Path) -> dict[str, Any]:
+    """The mapping a recipe file states, with its ``base`` chain merged in (no defaults filled).
+
+    Returns:
+        The base's mapping (recursively its own base's first) with this file's mapping merged
+        into it; the ``base`` key removed.
+
+    Raises:
+        ConfigError: as in :func:`load_recipe`.
+    """
+    return _read_chain(Path(path), ())
+
+
+def _read_chain(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    here = path.resolve()
+    if here in chain:
+        loop = " -> ".join(str(p) for p in (*chain[chain.index(here):], here))
+        raise ConfigError(f"recipe base cycle: {loop}")
+    raw = _read_mapping(path)
+    if BASE_KEY not in raw:
+        return dict(raw)
+    base = raw.pop(BASE_KEY)
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: {BASE_KEY} must be a recipe file path (relative to {path.parent}), got {base!r}")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: {BASE_KEY} {base!r} is not a recipe file (looked for {base_path})")
+    return _merge(_read_chain(base_path, (*chain, here)), raw)
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -131,7 +184,7 @@ def load_recipe(path: str | Path, **kwargs: Any) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping")
-    return resolve_recipe(raw, name=path.stem, **kwargs)
+    return dict(raw)
 
 
 def _validate(recipe: dict[str, Any]) -> None:

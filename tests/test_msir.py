@@ -237,7 +237,9 @@ def test_config_errors():
 
 
 @pytest.mark.parametrize(
-    "recipe", sorted((REPO / "recipes").glob("msir*.yaml")), ids=lambda p: p.stem
+    "recipe",
+    sorted((REPO / "recipes").glob("msir*.yaml")) + sorted((REPO / "recipes" / "reduced").glob("msir*.yaml")),
+    ids=lambda p: str(p.relative_to(REPO / "recipes").with_suffix("")),
 )
 def test_every_variant_recipe_builds_its_branches(recipe):
     spec = load_recipe(recipe)

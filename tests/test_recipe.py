@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from serkit.errors import ConfigError
-from serkit.recipe import DEFAULTS, apply_override, load_recipe, resolve_recipe
+from serkit.models.base import get_model
+from serkit.recipe import DEFAULTS, apply_override, load_recipe, read_recipe_mapping, resolve_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL = {
@@ -69,7 +70,9 @@ def test_override_creates_missing_mappings():
     assert recipe == {"a": {"b": {"c": [1, 2]}}}
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "recipes").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO / "recipes"))
+)
 def test_shipped_recipes_resolve_and_round_trip(path):
     # Recipes for licensed corpora (IEMOCAP) name no root: the user passes --root.
     corpus = (yaml.safe_load(path.read_text()).get("corpus") or {})
@@ -89,3 +92,138 @@ def test_unreadable_recipe(tmp_path):
     bad.write_text("- a list")
     with pytest.raises(ConfigError, match="mapping"):
         load_recipe(bad)
+
+
+# --------------------------------------------------------------------------- base: one recipe extends another
+
+
+def _write(path: Path, mapping: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(mapping, sort_keys=False))
+    return path
+
+
+def test_base_is_deep_merged_and_the_extending_file_wins(tmp_path):
+    _write(tmp_path / "full.yaml", {
+        **MINIMAL,
+        "model": {"name": "linear_svm", "config": {"C": [0.01, 0.1], "class_weight": "balanced"}},
+        "protocol": {"name": "lkgo", "k": 5},
+        "seed": 3,
+    })
+    _write(tmp_path / "variants" / "small.yaml", {"base": "../full.yaml", "model": {"config": {"C": [1.0]}}})
+    _write(tmp_path / "variants" / "smaller.yaml", {"base": "small.yaml", "protocol": {"k": 2}, "seed": 4})
+    recipe = load_recipe(tmp_path / "variants" / "smaller.yaml", overrides=["normalisation=speaker"])
+    assert recipe["model"] == {"name": "linear_svm", "config": {"C": [1.0], "class_weight": "balanced"}}
+    assert recipe["protocol"] == {"name": "lkgo", "k": 2}
+    assert recipe["seed"] == 4 and recipe["normalisation"] == "speaker"
+    assert recipe["name"] == "smaller"
+    # What a run saves holds the merged result, not the base: it re-runs on its own.
+    assert "base" not in recipe
+    assert resolve_recipe(yaml.safe_load(yaml.safe_dump(recipe))) == recipe
+    assert read_recipe_mapping(tmp_path / "variants" / "small.yaml")["seed"] == 3
+
+
+def test_base_cycles_missing_files_and_bad_values_are_refused(tmp_path):
+    _write(tmp_path / "a.yaml", {**MINIMAL, "base": "b.yaml"})
+    _write(tmp_path / "b.yaml", {"base": "c.yaml"})
+    _write(tmp_path / "c.yaml", {"base": "b.yaml"})
+    with pytest.raises(ConfigError, match=r"cycle: .*b\.yaml -> .*c\.yaml -> .*b\.yaml"):
+        load_recipe(tmp_path / "a.yaml")
+    _write(tmp_path / "self.yaml", {**MINIMAL, "base": "self.yaml"})
+    with pytest.raises(ConfigError, match="cycle"):
+        load_recipe(tmp_path / "self.yaml")
+    _write(tmp_path / "orphan.yaml", {**MINIMAL, "base": "../nowhere/full.yaml"})
+    with pytest.raises(ConfigError, match=r"orphan\.yaml: base '../nowhere/full\.yaml' is not a recipe file"):
+        load_recipe(tmp_path / "orphan.yaml")
+    _write(tmp_path / "listed.yaml", {**MINIMAL, "base": ["a.yaml"]})
+    with pytest.raises(ConfigError, match="listed.yaml: base must be a recipe file path"):
+        load_recipe(tmp_path / "listed.yaml")
+    (tmp_path / "broken.yaml").write_text("features: [unclosed")
+    _write(tmp_path / "on_broken.yaml", {"base": "broken.yaml"})
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML"):
+        load_recipe(tmp_path / "on_broken.yaml")
+    with pytest.raises(ConfigError, match="load_recipe"):
+        resolve_recipe({**MINIMAL, "base": "x.yaml"})
+
+
+# --------------------------------------------------------------------------- reduced recipes
+
+# The CPU-budget settings of docs/results_*.md, as the runs applied them (see the recipes' headers).
+MSIR_REDUCTION = {
+    "model.config.max_epochs": 30,
+    "model.config.patience": 6,
+    "model.config.conv_channels": [32, 64],
+    "model.config.frame_fc": 256,
+}
+MSIR_LOSS = {
+    "ce": {"model.config.loss": "cross_entropy"},
+    "fl": {"model.config.loss": "focal", "model.config.zeta": 0.25, "model.config.theta": 2.0},
+}
+BLSTM_FCN_REDUCTION = {
+    "model.config.fcn_filters": [16, 32, 32],
+    "model.config.lstm_hidden": 64,
+    "model.config.max_train_frames": 300,
+    "model.config.batch_size": 32,
+    "model.config.max_epochs": 30,
+    "model.config.patience": 6,
+}
+EMOTION_AE_REDUCTION = {
+    "model.config.channels": 64,
+    "model.config.bank_channels": 16,
+    "model.config.encoder_gru": 32,
+    "model.config.decoder_gru": 64,
+    "model.config.max_epochs": 12,
+    "model.config.patience": 4,
+    "n_jobs": 1,
+}
+REDUCED = sorted((REPO / "recipes" / "reduced").glob("*.yaml"))
+
+
+def _flat(value, prefix=""):
+    if isinstance(value, dict) and value:
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: value}
+
+
+def _reduction(stem: str) -> dict:
+    if stem.startswith("msir"):
+        return {**MSIR_REDUCTION, **MSIR_LOSS[stem.rsplit("_", 1)[1]]}
+    if stem.startswith("blstm_fcn"):
+        return BLSTM_FCN_REDUCTION
+    if stem.startswith("emotion_ae"):
+        return EMOTION_AE_REDUCTION
+    raise AssertionError(f"{stem}: no stated reduction for this family")
+
+
+def test_there_are_reduced_recipes_for_every_reduced_system():
+    families = {path.stem.split("_")[0] for path in REDUCED}
+    assert families == {"msir", "blstm", "emotion"}
+
+
+@pytest.mark.parametrize("path", REDUCED, ids=lambda p: p.stem)
+def test_reduced_recipe_differs_from_its_base_only_in_the_stated_reduction(path):
+    reduction = _reduction(path.stem)
+    raw = yaml.safe_load(path.read_text())
+    base = (path.parent / raw.pop("base")).resolve()
+    assert base.parent == REPO / "recipes"  # it extends a full recipe
+    # The file states the reduction and nothing else ...
+    assert _flat(raw) == reduction
+    reduced, full = _flat(load_recipe(path)), _flat(load_recipe(base))
+    # ... so the resolved recipes differ in those keys (and the run name) only.
+    changed = {key for key in reduced.keys() | full.keys() if reduced.get(key) != full.get(key)}
+    assert changed <= set(reduction) | {"name"}
+    assert {key: reduced[key] for key in reduction} == reduction
+    # Every reduced option is one the model knows (a misspelt option would be refused).
+    spec = load_recipe(path)
+    get_model(spec["model"]["name"], spec["model"]["config"])
+
+
+def test_reduced_msir_without_focal_loss_is_the_full_recipe_with_cross_entropy():
+    # The runs "msir-ce" were made from recipes/msir.yaml with the loss switched; the reduced recipe
+    # extends recipes/msir_wo_fl.yaml instead, which must be the same system.
+    reduced = load_recipe(REPO / "recipes" / "reduced" / "msir_ce.yaml")
+    as_run = load_recipe(
+        REPO / "recipes" / "msir.yaml",
+        overrides=[f"{key}={value}" for key, value in {**MSIR_REDUCTION, **MSIR_LOSS["ce"]}.items()],
+    )
+    assert {**reduced, "name": None} == {**as_run, "name": None}
