@@ -102,16 +102,10 @@ class FeaturePlan:
         self.recipe = {key: dict(spec) for key, spec in features.items()}
         self.nodes: dict[str, Node] = {}
         for key in _topological(self.recipe):
-            spec = self.recipe[key]
-            if "derive" in spec:
-                derived = get_derived(spec["derive"], spec.get("config"))
-                inputs = _sources(key, spec)
-                out = derived.bind({name: self.nodes[name].spec for name in inputs})
-                self.nodes[key] = Node(key, out, derived=derived, inputs=inputs)
-            else:
-                extractor = get_extractor(spec["extractor"], spec.get("config"))
-                out = FeatureSpec(extractor.level, extractor.layout, extractor.frame_shift)
-                self.nodes[key] = Node(key, out, extractor=extractor, channel=spec.get("channel", "downmix"))
+            try:
+                self.nodes[key] = self._node(key, self.recipe[key])
+            except (ConfigError, FeatureError) as exc:
+                raise ConfigError(f"features.{key}: {exc}") from exc
         read = {name for node in self.nodes.values() for name in node.inputs}
         #: Keys the model reads, in recipe order.
         self.outputs = [key for key in self.recipe if key not in read]
@@ -127,6 +121,16 @@ class FeaturePlan:
             for key in self.nodes
             if key not in fold and (key in self.outputs or any(key in self.nodes[f].inputs for f in fold))
         ]
+
+    def _node(self, key: str, spec: Mapping[str, Any]) -> Node:
+        if "derive" in spec:
+            derived = get_derived(spec["derive"], spec.get("config"))
+            inputs = _sources(key, spec)
+            out = derived.bind({name: self.nodes[name].spec for name in inputs})
+            return Node(key, out, derived=derived, inputs=inputs)
+        extractor = get_extractor(spec["extractor"], spec.get("config"))
+        out = FeatureSpec(extractor.level, extractor.layout, extractor.frame_shift)
+        return Node(key, out, extractor=extractor, channel=spec.get("channel", "downmix"))
 
     # ------------------------------------------------------------------ description
 
