@@ -1,22 +1,23 @@
-"""Attention-BLSTM-FCN and its deep-spectrum SVM from the same trained networks, plus the
-EfficientNet-Lite0 deep-spectrum baseline, on one recipe's speaker-independent folds.
+"""Attention-BLSTM-FCN and its deep-spectrum SVM from the same trained networks, on one recipe's
+speaker-independent folds.
 
 ``serkit experiment recipes/blstm_fcn.yaml`` and ``serkit experiment recipes/blstm_fcn_svm.yaml``
-would each train one network per fold; this script trains the ``blstm_fcn_svm`` model once per
-fold and scores both of its heads (the network's DNN and the linear SVM on its fused vectors),
-halving the CPU time. It also times every fold (seconds per epoch). The fixed CNN features do not
-depend on the fold, so with ``--cnn`` they are computed once and a training-fold-standardised
-linear SVM is fitted per fold (the ``deep_spectrum_cnn_svm`` model does the same inside
-``serkit experiment``, recomputing the CNN features every fold).
+would each train one network per fold. This script runs the ``blstm_fcn_svm`` composition (the
+fitted derived feature ``blstm_fcn_deep_spectrum`` -> ``linear_svm``) and scores both heads of
+each fold's network: its own DNN (:meth:`BLSTMFCNDeepSpectrum.network_proba`, the Table 5 system)
+and the linear SVM on its fused vectors (Table 7), halving the CPU time. The SVM head is exactly
+what ``serkit experiment`` computes for that recipe (same features, normalisation, model and
+seed). It also times every fold (seconds per epoch).
 
 Each head is written as a normal run folder (``report.md``, ``metrics.json``, …)::
 
     python benchmarks/bench_blstm_fcn.py recipes/blstm_fcn_svm.yaml --out results/blstm_fcn \\
-        --seeds 0 1 2 --set protocol={name: lkgo, k: 5} [--cnn]
+        --seeds 0 1 2 --set 'protocol={name: lkgo, k: 5}' --set features.deep_spectrum.config.lstm_hidden=64
 
 On a shared machine the folds can run in separate processes (``--folds 0 1``, ``--folds 2 3``,
 …, same other arguments); each writes its folds to ``<out>/partial/``, and ``--merge`` then
-writes the run folders once every fold is there.
+writes the run folders once every fold is there. (The fixed ImageNet-CNN deep spectrum needs no
+script: ``serkit experiment recipes/blstm_fcn_cnn_svm.yaml`` computes its features once, cached.)
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from serkit.evaluation.protocols import make_folds
+from serkit.derived.deep_spectrum import BLSTMFCNDeepSpectrum
+from serkit.evaluation.protocols import Fold, make_folds
 from serkit.evaluation.report import write_run
 from serkit.experiment import Dataset, fit_normalisers, normalise, prepare_dataset
-from serkit.models.base import get_model
-from serkit.models.deep_spectrum import DeepSpectrumCNNSVM
-from serkit.models.svm import LinearSVM
+from serkit.features.data import take_rows
+from serkit.models.base import SERModel, get_model
 from serkit.recipe import load_recipe
 
 
@@ -56,13 +57,50 @@ def predictions(data: Dataset, test: np.ndarray, fold: str, proba: np.ndarray) -
     return frame
 
 
+def deep_spectrum_key(data: Dataset) -> str:
+    """The key of the recipe's one ``blstm_fcn_deep_spectrum`` feature.
+
+    Raises:
+        SystemExit: the recipe has none, or several.
+    """
+    keys = [key for key, node in data.plan.nodes.items() if isinstance(node.derived, BLSTMFCNDeepSpectrum)]
+    if len(keys) != 1:
+        raise SystemExit(f"the recipe needs exactly one blstm_fcn_deep_spectrum feature, found {keys}")
+    return keys[0]
+
+
+def both_heads(
+    recipe: dict, data: Dataset, key: str, fold: Fold, seed: int
+) -> tuple[np.ndarray, np.ndarray, BLSTMFCNDeepSpectrum, SERModel]:
+    """Test probabilities ``(n_test, K)`` of the network's DNN and of the SVM on its vectors, the
+    fitted feature and the fitted SVM.
+
+    The feature (network) is fitted on ``fold.train`` only, as :func:`serkit.experiment.run_fold`
+    does, holding out its own validation speaker(s) from those rows; then the SVM is fitted as
+    there, on the outputs normalised with training statistics. A protocol's validation rows
+    (``fold.valid``) are not used: fitted derived features receive training rows only.
+    """
+    speakers = data.speakers
+    inputs, fitted = data.fold_inputs(fold.train, seed)
+    feature = fitted[key]
+    source = {name: take_rows(data.features[name], fold.test) for name in data.plan.nodes[key].inputs}
+    network_proba = feature.network_proba(source)
+    rows = {name: {k: take_rows(x, index) for k, x in inputs.items()} for name, index in
+            (("train", fold.train), ("test", fold.test))}  # fmt: skip
+    norms = fit_normalisers(recipe["normalisation"], rows["train"], speakers[fold.train])
+    model = get_model(recipe["model"]["name"], recipe["model"]["config"])
+    model.fit(normalise(norms, rows["train"], speakers[fold.train]), data.y[fold.train], labels=data.labels,
+              groups=speakers[fold.train], seed=seed, layouts=data.plan.layouts)  # fmt: skip
+    svm_proba = model.predict_proba(normalise(norms, rows["test"], speakers[fold.test]))
+    return network_proba, svm_proba, feature, model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("recipe", type=Path)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--cnn", action="store_true", help="also run the EfficientNet-Lite0 deep-spectrum baseline")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--folds", type=int, nargs="*", help="run only these fold indices (write partial results)")
     parser.add_argument("--merge", action="store_true", help="merge partial results into run folders")
@@ -71,30 +109,10 @@ def main() -> None:
     recipe = load_recipe(args.recipe, overrides=args.overrides)
     started = time.perf_counter()
     data = prepare_dataset(recipe, progress=False)
+    key = deep_spectrum_key(data)
     protocol = make_folds(data.table, recipe["protocol"])
     described = {**protocol.describe(), "normalisation": recipe["normalisation"]}
-    speakers = data.table["speaker"].to_numpy(dtype=str)
     print(f"features ready in {time.perf_counter() - started:.0f} s; {len(protocol.folds)} folds", flush=True)
-
-    if args.cnn:
-        t0 = time.perf_counter()
-        cnn = DeepSpectrumCNNSVM({"colormap": "viridis"})
-        vectors = cnn.vectors({"x": list(data.features[next(iter(data.features))])})
-        cnn_s = time.perf_counter() - t0
-        frames = []
-        for fold in protocol.folds:
-            norm = fit_normalisers("global", {"v": vectors[fold.train]}, speakers[fold.train])
-            svm = LinearSVM().fit(normalise(norm, {"v": vectors[fold.train]}, speakers[fold.train]),
-                                  data.y[fold.train], labels=data.labels, groups=speakers[fold.train])
-            proba = svm.predict_proba(normalise(norm, {"v": vectors[fold.test]}, speakers[fold.test]))
-            frames.append(predictions(data, fold.test, fold.name, proba))
-        cnn_recipe = {**recipe, "name": "deep_spectrum_cnn_svm", "normalisation": "none",
-                      "model": {"name": "deep_spectrum_cnn_svm", "config": {}}}
-        write_run(args.out / "cnn_svm", config=cnn_recipe, predictions=pd.concat(frames, ignore_index=True),
-                  labels=data.labels, protocol=described,
-                  extra={"wall_time_s": {"cnn_features": round(cnn_s, 1), "total": round(time.perf_counter() - t0, 1)}},
-                  overwrite=True)
-        print(f"cnn baseline done ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     partial = args.out / "partial"
     for seed in args.seeds:
@@ -106,20 +124,14 @@ def main() -> None:
         for i in chosen:
             fold = protocol.folds[i]
             t0 = time.perf_counter()
-            norms = fit_normalisers(recipe["normalisation"], data.rows(fold.train), speakers[fold.train])
-            x_train = normalise(norms, data.rows(fold.train), speakers[fold.train])
-            x_test = normalise(norms, data.rows(fold.test), speakers[fold.test])
-            valid = None
-            if fold.valid is not None:
-                valid = (normalise(norms, data.rows(fold.valid), speakers[fold.valid]), data.y[fold.valid])
-            model = get_model(recipe["model"]["name"], recipe["model"]["config"])
-            model.fit(x_train, data.y[fold.train], labels=data.labels, groups=speakers[fold.train], seed=seed, valid=valid)
+            network_proba, svm_proba, feature, model = both_heads(recipe, data, key, fold, seed)
             fit_s = time.perf_counter() - t0
-            for head, proba in (("network", model.network_.predict_proba(x_test)), ("svm", model.predict_proba(x_test))):
+            for head, proba in (("network", network_proba), ("svm", svm_proba)):
                 predictions(data, fold.test, fold.name, proba).to_csv(partial / f"{head}-seed{seed}-fold{i}.csv", index=False)
-            epochs = len(model.network_.history_)
-            timing = {"fit_s": round(fit_s, 1), "epochs": epochs, "best_epoch": model.network_.best_epoch_,
-                      "s_per_epoch_incl_svm": round(fit_s / max(epochs, 1), 1), "fit": model.fit_info()}
+            epochs = len(feature.network_.history_)
+            timing = {"fit_s": round(fit_s, 1), "epochs": epochs, "best_epoch": feature.network_.best_epoch_,
+                      "s_per_epoch_incl_svm": round(fit_s / max(epochs, 1), 1),
+                      "fit": {"network": feature.fit_info(), "svm": model.fit_info()}}  # fmt: skip
             (partial / f"timing-seed{seed}-fold{i}.json").write_text(json.dumps(timing))
             print(f"seed {seed} {fold.name}: fit {fit_s:.0f} s, {epochs} epochs (best {timing['best_epoch']})", flush=True)
         if args.folds is None:

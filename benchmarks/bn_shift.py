@@ -20,6 +20,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from serkit.evaluation.protocols import make_folds
 from serkit.experiment import fit_normalisers, normalise, prepare_dataset
+from serkit.features.data import take_rows
 from serkit.models.base import get_model
 from serkit.models.blstm_fcn import MaskedBatchNorm2d
 from serkit.recipe import load_recipe
@@ -86,13 +87,16 @@ def main() -> None:
     data = prepare_dataset(recipe, progress=False)
     fold = make_folds(data.table, recipe["protocol"]).folds[0]
     speakers = data.table["speaker"].to_numpy()
-    normalisers = fit_normalisers(recipe["normalisation"], data.rows(fold.train), speakers[fold.train])
-    X = normalise(normalisers, data.rows(fold.train), speakers[fold.train])
-    X_test = normalise(normalisers, data.rows(fold.test), speakers[fold.test])
+    inputs, _ = data.fold_inputs(fold.train, recipe["seed"])
+    rows = {name: {key: take_rows(x, index) for key, x in inputs.items()} for name, index in
+            (("train", fold.train), ("test", fold.test))}  # fmt: skip
+    normalisers = fit_normalisers(recipe["normalisation"], rows["train"], speakers[fold.train])
+    X = normalise(normalisers, rows["train"], speakers[fold.train])
+    X_test = normalise(normalisers, rows["test"], speakers[fold.test])
     y = data.y[fold.train]
     for recalibrate in (False, True):
         model = get_model(recipe["model"]["name"], {**recipe["model"]["config"], "bn_recalibrate": recalibrate})
-        model.fit(X, y, labels=data.labels, groups=speakers[fold.train], seed=0)
+        model.fit(X, y, labels=data.labels, groups=speakers[fold.train], seed=0, layouts=data.plan.layouts)
         print(f"bn_recalibrate={recalibrate}, {fold.name} held out, {args.epochs} epochs")
         for i, (norm, pairs) in enumerate(zip(fcn_norms(model.module_), norm_inputs(model, X), strict=True)):
             mean, var = masked_moments(pairs)

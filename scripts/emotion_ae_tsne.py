@@ -35,6 +35,7 @@ from sklearn.manifold import TSNE
 
 from serkit.errors import ConfigError
 from serkit.experiment import fit_normalisers, normalise, prepare_dataset
+from serkit.features.data import take_rows
 from serkit.io import atomic_directory
 from serkit.models.base import get_model
 from serkit.recipe import load_recipe
@@ -75,21 +76,20 @@ def main() -> None:
             f"--test-speakers {args.test_speakers} must name some, not all, of {sorted(set(speakers))}"
         )
     train_rows, test_rows = np.flatnonzero(~test), np.flatnonzero(test)
-    normalisers = fit_normalisers(
-        recipe["normalisation"], data.rows(train_rows), speakers[train_rows]
-    )
+    inputs, _ = data.fold_inputs(train_rows, recipe["seed"])  # fitted derived features: training rows only
+    x_train = {key: take_rows(x, train_rows) for key, x in inputs.items()}
+    x_test = {key: take_rows(x, test_rows) for key, x in inputs.items()}
+    normalisers = fit_normalisers(recipe["normalisation"], x_train, speakers[train_rows])
     model = get_model("emotion_ae", recipe["model"]["config"])
-    x_train = normalise(normalisers, data.rows(train_rows), speakers[train_rows])
     model.fit(
-        x_train,
+        normalise(normalisers, x_train, speakers[train_rows]),
         data.y[train_rows],
         labels=data.labels,
         groups=speakers[train_rows],
         seed=recipe["seed"],
+        layouts=data.plan.layouts,
     )
-    reps = model.representations(
-        normalise(normalisers, data.rows(test_rows), speakers[test_rows])
-    )
+    reps = model.representations(normalise(normalisers, x_test, speakers[test_rows]))
     rep_2d = tsne_2d(reps, recipe["seed"])
     table = pd.DataFrame(
         {"kind": "utterance", "utterance_id": data.table["utterance_id"].to_numpy()[test_rows],

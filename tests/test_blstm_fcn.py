@@ -234,7 +234,7 @@ def test_config_is_validated():
             get_model("blstm_fcn", bad)
     with pytest.raises(ConfigError):  # 4 bands vanish after three 2x2 pools
         AttentionBLSTMFCNNet("x", 4, 2, BLSTMFCNConfig())
-    assert {"blstm_fcn", "blstm_fcn_svm", "deep_spectrum_cnn_svm"} <= set(list_models())
+    assert "blstm_fcn" in set(list_models())
 
 
 def _toy(seed: int = 0, n: int = 24, bands: int = 16):

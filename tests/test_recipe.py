@@ -9,6 +9,7 @@ import yaml
 
 from serkit.errors import ConfigError
 from serkit.models.base import get_model
+from serkit.pipeline import FeaturePlan
 from serkit.recipe import DEFAULTS, apply_override, load_recipe, read_recipe_mapping, resolve_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,6 +189,8 @@ def _flat(value, prefix=""):
 def _reduction(stem: str) -> dict:
     if stem.startswith("msir"):
         return {**MSIR_REDUCTION, **MSIR_LOSS[stem.rsplit("_", 1)[1]]}
+    if stem == "blstm_fcn_svm":  # the network is the derived feature the SVM reads
+        return {key.replace("model.config", "features.deep_spectrum.config"): v for key, v in BLSTM_FCN_REDUCTION.items()}
     if stem.startswith("blstm_fcn"):
         return BLSTM_FCN_REDUCTION
     if stem.startswith("emotion_ae"):
@@ -213,9 +216,10 @@ def test_reduced_recipe_differs_from_its_base_only_in_the_stated_reduction(path)
     changed = {key for key in reduced.keys() | full.keys() if reduced.get(key) != full.get(key)}
     assert changed <= set(reduction) | {"name"}
     assert {key: reduced[key] for key in reduction} == reduction
-    # Every reduced option is one the model knows (a misspelt option would be refused).
+    # Every reduced option is one the model and the features know (a misspelt one would be refused).
     spec = load_recipe(path)
     get_model(spec["model"]["name"], spec["model"]["config"])
+    FeaturePlan(spec["features"])
 
 
 def test_reduced_msir_without_focal_loss_is_the_full_recipe_with_cross_entropy():

@@ -1,8 +1,9 @@
 """Derived features: features computed from other features (:mod:`serkit.derived.base`).
 
-Fixed ones — ``pooled_stats`` and ``select`` (:mod:`serkit.derived.pooling`) — are computed once
-per utterance and cached; fitted ones — ``pca`` (:mod:`serkit.derived.pca`) — are learnt inside
-each fold from the training speakers only. :mod:`serkit.pipeline` runs them.
+Fixed ones — ``pooled_stats`` and ``select`` (:mod:`serkit.derived.pooling`),
+``imagenet_deep_spectrum`` (:mod:`serkit.derived.deep_spectrum`) — are computed once per utterance
+and cached; fitted ones — ``pca`` (:mod:`serkit.derived.pca`), ``blstm_fcn_deep_spectrum``
+(:mod:`serkit.derived.deep_spectrum`) — are learnt inside each fold from the training speakers only. :mod:`serkit.pipeline` runs them.
 """
 
 from serkit.derived.base import (

@@ -12,10 +12,11 @@ A log-mel spectrogram (``logmel`` extractor with ``filterbank: librosa``, 16 kHz
   annotation vectors (eq. 7) and pooled with ``e_i = uᵀ tanh(W a_i + b)`` and a scaled softmax,
   ``λ = 0.3`` (eq. 8–10).
 
-The two utterance vectors are concatenated (the *deep spectrum* representation, see
-:mod:`serkit.models.deep_spectrum`) and classified by a DNN. Training uses the class-weighted
-cross-entropy with ``r_k = N / N_k`` (eq. 11) and Adam (lr 1e-3), batch 100, up to 100 epochs
-(Sec. IV-B), early stopping on held-out training speakers (:mod:`serkit.training.trainer`).
+The two utterance vectors are concatenated (the *deep spectrum* representation; the derived
+feature ``blstm_fcn_deep_spectrum`` of :mod:`serkit.derived.deep_spectrum` feeds it to an SVM)
+and classified by a DNN. Training uses the class-weighted cross-entropy with ``r_k = N / N_k``
+(eq. 11) and Adam (lr 1e-3), batch 100, up to 100 epochs (Sec. IV-B), early stopping on
+held-out training speakers (:mod:`serkit.training.trainer`).
 
 **Variable length.** The paper feeds 40 × 500 inputs; serkit keeps every utterance whole: a batch
 is zero-padded to its longest utterance and every stage is masked so the padding has no effect —
