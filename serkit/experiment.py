@@ -71,9 +71,14 @@ class Dataset:
         """``(n,)`` speaker of every row."""
         return self.table["speaker"].to_numpy(dtype=str)
 
-    def fold_inputs(self, train: np.ndarray, seed: int) -> tuple[dict[str, FeatureData], dict[str, FittedFeature]]:
-        """The model's inputs for every row, fitted derived features learnt on rows ``train`` only."""
-        return self.plan.fit_fold(self.features, train, self.y, labels=self.labels, groups=self.speakers, seed=seed)
+    def fold_inputs(
+        self, train: np.ndarray, seed: int, valid: np.ndarray | None = None
+    ) -> tuple[dict[str, FeatureData], dict[str, FittedFeature]]:
+        """The model's inputs for every row, fitted derived features learnt on rows ``train`` only
+        (and stopped early on rows ``valid``, training speakers the protocol held out, if given)."""
+        return self.plan.fit_fold(
+            self.features, train, self.y, labels=self.labels, groups=self.speakers, seed=seed, valid=valid
+        )
 
 
 def prepare_dataset(recipe: dict[str, Any], *, progress: bool = True) -> Dataset:
@@ -120,7 +125,7 @@ def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndar
     only) goes to the model for early stopping.
     """
     speakers = data.speakers
-    inputs, fitted = data.fold_inputs(fold.train, recipe["seed"])
+    inputs, fitted = data.fold_inputs(fold.train, recipe["seed"], fold.valid)
     rows = {name: {key: take_rows(x, index) for key, x in inputs.items()} for name, index in
             (("train", fold.train), ("test", fold.test))}  # fmt: skip
     normalisers = fit_normalisers(recipe["normalisation"], rows["train"], speakers[fold.train])

@@ -260,6 +260,7 @@ class FeaturePlan:
         labels: Sequence[str],
         groups: np.ndarray,
         seed: int,
+        valid: np.ndarray | None = None,
     ) -> tuple[dict[str, FeatureData], dict[str, FittedFeature]]:
         """Fit the fitted derived features on rows ``train`` and return the outputs of every row.
 
@@ -270,6 +271,8 @@ class FeaturePlan:
             labels: class names.
             groups: ``(n,)`` speaker of every row; only ``groups[train]`` is used.
             seed: seeds the fitted features.
+            valid: int positions of the fold's validation rows (training speakers held out by the
+                protocol), passed to fitted features for early stopping; ``None`` when there are none.
 
         Returns:
             Output key -> data of every row, and key -> fitted feature (for a bundle).
@@ -283,7 +286,8 @@ class FeaturePlan:
                 feature = type(node.derived)(node.derived.config)
                 feature.bind({name: self.nodes[name].spec for name in node.inputs})
                 train_x = {name: take_rows(data, train) for name, data in X.items()}
-                feature.fit(train_x, np.asarray(y)[train], labels=labels, groups=np.asarray(groups)[train], seed=seed)
+                split = None if valid is None else ({name: take_rows(data, valid) for name, data in X.items()}, np.asarray(y)[valid])
+                feature.fit(train_x, np.asarray(y)[train], labels=labels, groups=np.asarray(groups)[train], seed=seed, valid=split)
                 values[key] = feature.transform(X)
                 fitted[key] = feature
             else:

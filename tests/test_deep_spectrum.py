@@ -270,9 +270,9 @@ class SpyDeepSpectrum(BLSTMFCNDeepSpectrum):
     name = "spy_blstm_fcn_deep_spectrum"
     fits: ClassVar[list[dict]] = []
 
-    def fit(self, X, y, *, labels, groups, seed):
+    def fit(self, X, y, *, labels, groups, seed, valid=None):
         (data,) = X.values()
-        super().fit(X, y, labels=labels, groups=groups, seed=seed)
+        super().fit(X, y, labels=labels, groups=groups, seed=seed, valid=valid)
         held = set(np.unique(groups[speaker_holdout(groups, self.config.valid_speakers, seed)]).tolist())
         SpyDeepSpectrum.fits.append({"speakers": set(groups.tolist()), "rows": {x.tobytes() for x in data},
                                      "held": held, "history": self.network_.history_})  # fmt: skip

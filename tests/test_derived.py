@@ -156,10 +156,10 @@ class SpyPCA(DERIVED.get("pca")):
     name = "spy_pca"
     fits: list[dict] = []
 
-    def fit(self, X, y, *, labels, groups, seed):
+    def fit(self, X, y, *, labels, groups, seed, valid=None):
         (data,) = X.values()
         SpyPCA.fits.append({"speakers": set(groups.tolist()), "rows": {row.tobytes() for row in np.asarray(data)}})
-        return super().fit(X, y, labels=labels, groups=groups, seed=seed)
+        return super().fit(X, y, labels=labels, groups=groups, seed=seed, valid=valid)
 
 
 DERIVED.register(SpyPCA)

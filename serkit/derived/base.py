@@ -130,6 +130,7 @@ class FittedFeature(DerivedFeature):
         labels: Sequence[str],
         groups: np.ndarray,
         seed: int,
+        valid: tuple[Inputs, np.ndarray] | None = None,
     ) -> FittedFeature:
         """Learn from training utterances only.
 
@@ -139,6 +140,9 @@ class FittedFeature(DerivedFeature):
             labels: the class names.
             groups: ``(n,)`` speakers of the rows (for speaker-independent inner choices).
             seed: seeds anything random.
+            valid: a validation split the protocol carved from the training speakers (inputs,
+                classes), for a feature that trains a network with early stopping; ``None``
+                lets such a feature hold out training speakers itself.
         """
 
     @abstractmethod

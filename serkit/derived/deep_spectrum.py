@@ -191,7 +191,14 @@ class BLSTMFCNDeepSpectrum(FittedFeature):
         return {key: self.input_normaliser_.transform(data)}
 
     def fit(
-        self, X: Inputs, y: np.ndarray, *, labels: Sequence[str], groups: np.ndarray, seed: int
+        self,
+        X: Inputs,
+        y: np.ndarray,
+        *,
+        labels: Sequence[str],
+        groups: np.ndarray,
+        seed: int,
+        valid: tuple[Inputs, np.ndarray] | None = None,
     ) -> BLSTMFCNDeepSpectrum:
         """Standardise the input with the training rows' statistics and train the network on them.
 
@@ -200,6 +207,8 @@ class BLSTMFCNDeepSpectrum(FittedFeature):
             y: ``(n,)`` int classes; labels: the class names.
             groups: ``(n,)`` speakers, for the validation speaker(s) held out of training.
             seed: seeds the network's weights, shuffling, crops and validation speakers.
+            valid: the protocol's validation split (training speakers), used for early stopping
+                instead of holding out ``valid_speakers`` when given.
 
         Raises:
             FeatureError: the input is not frame level, empty, or not finite.
@@ -212,8 +221,9 @@ class BLSTMFCNDeepSpectrum(FittedFeature):
         self.input_normaliser_ = fit_normaliser(self.config.input_normalisation, data)
         bound = getattr(self, "input_specs", None)  # set by bind(); a feature used on its own may lack it
         layouts = None if bound is None else {key: bound[key].layout}
+        valid = None if valid is None else (self._network_inputs(valid[0]), valid[1])
         self.network_ = AttentionBLSTMFCN(self.network_config).fit(
-            self._network_inputs(X), y, labels=labels, groups=groups, seed=seed, layouts=layouts
+            self._network_inputs(X), y, labels=labels, groups=groups, seed=seed, valid=valid, layouts=layouts
         )
         return self
 

@@ -60,8 +60,10 @@ class PCA(FittedFeature):
             raise ConfigError(f"{self.name}: {self.config.components} components of a {spec.dim}-column feature")
         return FeatureSpec("utterance", Layout.of(("component", self.config.components)))
 
-    def fit(self, X: Inputs, y: np.ndarray, *, labels: Sequence[str], groups: np.ndarray, seed: int) -> PCA:
-        """Learn the standardisation and the axes from the training rows ``X`` (``y`` unused).
+    def fit(
+        self, X: Inputs, y: np.ndarray, *, labels: Sequence[str], groups: np.ndarray, seed: int, valid=None
+    ) -> PCA:
+        """Learn the standardisation and the axes from the training rows ``X`` (``y`` and ``valid`` unused).
 
         Raises:
             FeatureError: fewer training rows than components, or non-finite values.
