@@ -1,8 +1,10 @@
 """Derived features: features computed from other features (:mod:`serkit.derived.base`).
 
-Fixed ones — ``pooled_stats`` and ``select`` (:mod:`serkit.derived.pooling`) — are computed once
-per utterance and cached; fitted ones — ``pca`` (:mod:`serkit.derived.pca`) — are learnt inside
-each fold from the training speakers only. :mod:`serkit.pipeline` runs them.
+Fixed ones — ``pooled_stats`` and ``select`` (:mod:`serkit.derived.pooling`), the binaural
+system's ``segment_cnn`` and ``temporal_pool`` (:mod:`serkit.derived.binaural`) — are computed
+once per utterance and cached; fitted ones — ``pca`` (:mod:`serkit.derived.pca`),
+``finetuned_segment_cnn`` (:mod:`serkit.derived.finetuned_cnn`) — are learnt inside each fold
+from the training speakers only. :mod:`serkit.pipeline` runs them.
 """
 
 from serkit.derived.base import (
