@@ -1,28 +1,40 @@
 """Tables 1-7 of the binaural paper (Zhang et al., IEEE Access 2020) on one corpus, from recipes/binaural*.yaml.
 
-Every table row is one ``serkit experiment`` run of a binaural recipe with ``--set`` overrides,
-written to ``<out>/<corpus>/<mode>/<row>/`` (skipped when that folder exists, so an interrupted
-study resumes); the CNN activations and fine-tuned heads are cached (``.cache/serkit/binaural``),
-so after the first run of a mode the other rows cost pooling and SVMs only.
+Every table row is one ``serkit experiment`` run of the binaural composition (log-Mel views ->
+``segment_cnn`` [-> ``finetuned_segment_cnn``] -> ``temporal_pool`` -> model), built from the base
+recipe by keeping the chains of the row's channels and choosing the model, written to
+``<out>/<corpus>/<mode>/<row>/`` (skipped when that folder holds a finished run, so an interrupted
+study resumes). The CNN's segment features (frozen) or cut activations (fine-tuned) are cached by
+the pipeline under the recipe's ``cache_dir``, so after the first row of a mode the others cost
+pooling and SVMs only (fine-tuned rows also train their heads, per fold and channel).
 
-Tables written to ``<out>/<corpus>/<mode>/tables.md`` and ``tables.json``:
+Rows and models:
 
-- Tables 1-5: each channel alone, block-based / global max / average pooling;
-- Table 6: two-stage score fusion with weights searched on the training speakers' out-of-fold
-  scores (honest; the weights differ per fold), and the paper's choice on the test data
-  (**oracle**: weights searched on the pooled test predictions of the single-channel rows);
-- Table 7: feature-level fusion (concatenation).
+- Tables 1-5, ``<channel>-<pooling>``: one channel, block-based / global, max / average pooling;
+  ``score_fusion`` with that channel alone (its SVM trained where the channel is present, uniform
+  scores where it is missing; without missing rows this is ``linear_svm``, as in
+  ``recipes/binaural_mid.yaml``);
+- Table 6, ``score-LR``, ``score-MS``, ``score-LRMS``: ``score_fusion``, weights searched on the
+  training speakers' out-of-fold scores (honest; they differ per fold), and the paper's choice
+  on the test data, ``score-* ORACLE``: eq. 8-10 searched on the pooled test predictions of the
+  single-channel block-max rows. **The oracle rows have seen the test labels.**
+- Table 7, ``feature-LR``, ``feature-MS``, ``feature-LRMS``: one ``linear_svm`` on the
+  concatenated channels.
 
-Usage::
+Tables written to ``<out>/<corpus>/<mode>/tables.md`` and ``tables.json``.
 
-    python scripts/binaural_study.py --corpus emovo --root ../shared/corpora/emovo
+Usage (run the serkit of this checkout; heavy: use flock and OMP_NUM_THREADS=1 on shared machines)::
+
+    python scripts/binaural_study.py --corpus emovo --root ../shared/corpora/emovo --set cache_dir=/tmp/c
     python scripts/binaural_study.py --corpus emovo --root ../shared/corpora/emovo --mode finetune --seed 1
-    python scripts/binaural_study.py --corpus emodb --root ../shared/corpora/emodb --rows main
+    python scripts/binaural_study.py --corpus emodb --root ../shared/corpora/emodb --rows main --single left mid --absent side
+    python scripts/binaural_study.py --corpus emovo --summary
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import time
@@ -32,67 +44,77 @@ import numpy as np
 import pandas as pd
 import torch
 
+import serkit.derived.binaural  # registers segment_cnn, temporal_pool where the entry points are not installed
+import serkit.derived.finetuned_cnn  # noqa: F401  (registers finetuned_segment_cnn)
 from serkit.evaluation.metrics import compute_metrics
 from serkit.experiment import run_experiment
 from serkit.io import atomic_write_text
-from serkit.blocks.binaural_ops import apply_two_stage, search_two_stage
+from serkit.models.fusion import apply_fusion, search_fusion
 from serkit.recipe import load_recipe
 
 CHANNELS = ("left", "right", "mid", "side")
 POOLINGS = {
-    "block-max": ("block", "max"),
-    "block-avg": ("block", "avg"),
-    "global-max": ("global", "max"),
-    "global-avg": ("global", "avg"),
+    "block-max": {"pooling": "block", "pool": "max"},
+    "block-avg": {"pooling": "block", "pool": "avg"},
+    "global-max": {"pooling": "global", "pool": "max"},
+    "global-avg": {"pooling": "global", "pool": "avg"},
 }
-GROUPS = {"LR": ["left", "right"], "MS": ["mid", "side"], "LRMS": list(CHANNELS)}
-MODES = {
-    "frozen": ["model.config.finetune_stages=0"],
-    "finetune": [
-        "model.config.finetune_stages=1",
-        "model.config.max_epochs=10",
-        "model.config.patience=3",
-    ],
-}
+GROUPS = {"LR": [["left", "right"]], "MS": [["mid", "side"]], "LRMS": [["left", "right"], ["mid", "side"]]}
+#: Base recipe of each mode (frozen ImageNet features; last stage fine-tuned per fold).
+MODES = {"frozen": "recipes/binaural.yaml", "finetune": "recipes/binaural_finetune.yaml"}
+#: The paper's names of the fusion weights (eq. 8-10), by fit_info key.
+WEIGHT_NAMES = {"left+right": "alpha", "mid+side": "beta", "groups": "lambda"}
 
 
-def rows(which: str, single: tuple[str, ...]) -> dict[str, list[str]]:
-    """Row name -> recipe overrides: single channels (``which="all"``: four poolings each;
-    ``"main"``: block max only), then score and feature fusion of LR, MS and LRMS."""
-    out: dict[str, list[str]] = {}
+def restrict(features: dict, channels: list[str], pooling: dict | None = None) -> dict:
+    """The recipe's feature entries of ``channels`` only (``<channel>`` and ``*_<channel>`` keys),
+    the pooled outputs (``<channel>``) with ``pooling`` when given."""
+    kept = {}
+    for key, spec in features.items():
+        channel = next((c for c in channels if key == c or key.endswith(f"_{c}")), None)
+        if channel is None:
+            continue
+        spec = copy.deepcopy(spec)
+        if key == channel and pooling is not None:
+            spec["config"] = {**spec.get("config", {}), **pooling}
+        kept[key] = spec
+    return kept
+
+
+def rows(
+    which: str, single: tuple[str, ...], member: dict, absent: tuple[str, ...] = ()
+) -> dict[str, tuple[list[str], dict, dict | None]]:
+    """Row name -> (channels, model, pooling): single channels (``which="all"``: four poolings
+    each; ``"main"``: block max only), then score and feature fusion of LR, MS and LRMS.
+
+    ``absent`` channels are silent in every recording of the corpus (EmoDB's Side): they are left
+    out of every row (normalisation has no observed row of them), so a pair with one reduces to
+    its partner, the meaning of a missing channel in eq. 8-10.
+    """
+    out: dict[str, tuple[list[str], dict, dict | None]] = {}
     poolings = POOLINGS if which == "all" else {"block-max": POOLINGS["block-max"]}
-    for channel in single:
-        for name, (pooling, pool) in poolings.items():
-            out[f"{channel}-{name}"] = [
-                f"model.config.channels=[{channel}]",
-                f"model.config.pooling={pooling}",
-                f"model.config.pool={pool}",
-            ]
-    for group, members in GROUPS.items():
-        for fusion in ("score", "feature"):
-            out[f"{fusion}-{group}"] = [
-                f"model.config.channels=[{', '.join(members)}]",
-                f"model.config.fusion={fusion}",
-            ]
+    for channel in (c for c in single if c not in absent):
+        for name, pooling in poolings.items():
+            model = {"name": "score_fusion", "config": {"groups": [[channel]], "member": member}}
+            out[f"{channel}-{name}"] = ([channel], model, pooling)
+    for group, groups in GROUPS.items():
+        groups = [kept for g in groups if (kept := [c for c in g if c not in absent])]
+        channels = [c for g in groups for c in g]
+        out[f"score-{group}"] = (channels, {"name": "score_fusion", "config": {"groups": groups, "member": member}}, None)
+        out[f"feature-{group}"] = (channels, copy.deepcopy(member), None)
     return out
 
 
 def load_predictions(folder: Path) -> pd.DataFrame:
-    return (
-        pd.read_csv(folder / "predictions.csv")
-        .sort_values("utterance_id")
-        .reset_index(drop=True)
-    )
+    return pd.read_csv(folder / "predictions.csv").sort_values("utterance_id").reset_index(drop=True)
 
 
 def oracle_fusion(folder: Path) -> dict[str, dict]:
-    """The paper's weight choice: search eq. 8-10 on the pooled test predictions (an oracle).
+    """The paper's weight choice: eq. 8-10 searched on the pooled TEST predictions (an oracle).
 
     Uses the single-channel block-max rows; groups with a channel not run are left out.
     """
-    channels = [
-        c for c in CHANNELS if (folder / f"{c}-block-max" / "predictions.csv").is_file()
-    ]
+    channels = [c for c in CHANNELS if (folder / f"{c}-block-max" / "predictions.csv").is_file()]
     if not channels:
         return {}
     preds = {c: load_predictions(folder / f"{c}-block-max") for c in channels}
@@ -101,37 +123,31 @@ def oracle_fusion(folder: Path) -> dict[str, dict]:
     y = first["true"].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
     scores = {c: p[[f"p_{lab}" for lab in labels]].to_numpy() for c, p in preds.items()}
     out = {}
-    for group, members in GROUPS.items():
+    for group, groups in GROUPS.items():
+        members = [c for g in groups for c in g]
         if not set(members) <= set(channels):
             continue
         table = {c: scores[c] for c in members}
-        weights = search_two_stage(table, y)
-        fused = apply_two_stage(table, weights)
-        metrics = compute_metrics(
-            first["true"], [labels[k] for k in fused.argmax(axis=1)], labels
-        )
-        out[group] = {
-            "ua": metrics["ua"],
-            "wa": metrics["wa"],
-            "weights": {k: v for k, v in weights.items() if not k.startswith("ua")},
-        }
+        weights = search_fusion(table, y, groups)
+        fused = apply_fusion(table, weights, groups)
+        metrics = compute_metrics(first["true"], [labels[k] for k in fused.argmax(axis=1)], labels)
+        named = {"+".join(g): w for g, w in zip(groups, weights.pairs)}
+        if weights.groups is not None:
+            named["groups"] = weights.groups
+        out[group] = {"ua": metrics["ua"], "wa": metrics["wa"], "weights": {WEIGHT_NAMES[k]: v for k, v in named.items()}}
     return out
 
 
 def summarise(folder: Path) -> dict:
     metrics = json.loads((folder / "metrics.json").read_text())
     fit = metrics["extra"]["fit"]
-    weights = {
-        fold: info.get("weights") for fold, info in fit.items() if info.get("weights")
-    }
+    weights = {fold: {WEIGHT_NAMES.get(k, k): v for k, v in info.get("weights", {}).items()} for fold, info in fit.items()}
     return {
         "ua": metrics["ua"],
         "wa": metrics["wa"],
         "wall_s": metrics["extra"]["wall_time_s"]["total"],
-        "fold_weights": weights,
-        "absent": sorted(
-            {c for info in fit.values() for c in info.get("absent_channels", [])}
-        ),
+        "fold_weights": {fold: w for fold, w in weights.items() if w},
+        "absent": sorted({c for info in fit.values() for c in info.get("absent_inputs", [])}),
     }
 
 
@@ -140,27 +156,16 @@ def write_tables(folder: Path, results: dict, oracle: dict, header: str) -> None
     for name, r in results.items():
         note = ""
         if r["fold_weights"]:
-            keys = ("alpha", "beta", "lambda")
-            per_fold = [
-                ",".join(f"{k[0]}={w[k]}" for k in keys if k in w)
-                for w in r["fold_weights"].values()
-            ]
-            note = "weights per fold (inner folds): " + "; ".join(per_fold)
+            per_fold = [",".join(f"{k[0]}={v}" for k, v in w.items()) for w in r["fold_weights"].values()]
+            note = "weights per fold (training speakers' out-of-fold scores): " + "; ".join(per_fold)
         if r["absent"]:
             note += f" absent: {', '.join(r['absent'])}"
-        lines.append(
-            f"| {name} | {r['ua']:.3f} | {r['wa']:.3f} | {r['wall_s']:.0f} | {note} |"
-        )
+        lines.append(f"| {name} | {r['ua']:.3f} | {r['wa']:.3f} | {r['wall_s']:.0f} | {note} |")
     for group, r in oracle.items():
         w = ", ".join(f"{k}={v}" for k, v in r["weights"].items())
-        lines.append(
-            f"| score-{group} ORACLE (weights chosen on test labels, paper-style) | {r['ua']:.3f} | {r['wa']:.3f} | - | {w} |"
-        )
+        lines.append(f"| score-{group} ORACLE (weights chosen on test labels, paper-style) | {r['ua']:.3f} | {r['wa']:.3f} | - | {w} |")
     atomic_write_text(folder / "tables.md", "\n".join(lines) + "\n")
-    atomic_write_text(
-        folder / "tables.json",
-        json.dumps({"rows": results, "oracle": oracle}, indent=2, default=float),
-    )
+    atomic_write_text(folder / "tables.json", json.dumps({"rows": results, "oracle": oracle}, indent=2, default=float))
 
 
 #: The paper's accuracies (%) on AFEW 5.0 / BAUM-1s, Tables 2-7 (other corpora: context only).
@@ -190,45 +195,27 @@ def _cell(values: list[float]) -> str:
 def combined_tables(corpus_folder: Path) -> str:
     """One markdown table over the frozen run and every fine-tuned seed of a corpus folder:
     UA (WA) per row, fine-tuned as mean ± sample std over seeds, the ORACLE rows, the paper."""
-    studies = {}
-    for tables in sorted(corpus_folder.glob("*/tables.json")):
-        studies[tables.parent.name] = json.loads(tables.read_text())
+    studies = {t.parent.name: json.loads(t.read_text()) for t in sorted(corpus_folder.glob("*/tables.json"))}
     frozen = studies.get("frozen", {"rows": {}, "oracle": {}})
     tuned = [v for k, v in studies.items() if k.startswith("finetune")]
-    names = list(frozen["rows"]) + [
-        n for t in tuned for n in t["rows"] if n not in frozen["rows"]
-    ]
-    names = list(dict.fromkeys(names))
+    names = list(dict.fromkeys([*frozen["rows"], *(n for t in tuned for n in t["rows"])]))
     lines = [
         "| row | frozen UA | frozen WA | fine-tuned UA | fine-tuned WA | paper AFEW / BAUM (%) |",
         "|---|---|---|---|---|---|",
     ]
+
+    def cells(f: dict | None, runs: list[dict]) -> str:
+        ua, wa = [r["ua"] for r in runs], [r["wa"] for r in runs]
+        return " | ".join([f"{f['ua']:.3f}" if f else "-", f"{f['wa']:.3f}" if f else "-", _cell(ua), _cell(wa)])
+
     for name in names:
-        f = frozen["rows"].get(name)
-        ua = [t["rows"][name]["ua"] for t in tuned if name in t["rows"]]
-        wa = [t["rows"][name]["wa"] for t in tuned if name in t["rows"]]
-        cells = [
-            f"{f['ua']:.3f}" if f else "-",
-            f"{f['wa']:.3f}" if f else "-",
-            _cell(ua),
-            _cell(wa),
-        ]
-        lines.append(f"| {name} | {' | '.join(cells)} | {PAPER.get(name, '-')} |")
+        lines.append(f"| {name} | {cells(frozen['rows'].get(name), [t['rows'][name] for t in tuned if name in t['rows']])} "
+                     f"| {PAPER.get(name, '-')} |")  # fmt: skip
     for group in GROUPS:
         f = frozen["oracle"].get(group)
-        ua = [t["oracle"][group]["ua"] for t in tuned if group in t["oracle"]]
-        wa = [t["oracle"][group]["wa"] for t in tuned if group in t["oracle"]]
-        if f is None and not ua:
-            continue
-        cells = [
-            f"{f['ua']:.3f}" if f else "-",
-            f"{f['wa']:.3f}" if f else "-",
-            _cell(ua),
-            _cell(wa),
-        ]
-        lines.append(
-            f"| score-{group} **ORACLE** (test labels) | {' | '.join(cells)} | {PAPER[f'score-{group}']} |"
-        )
+        runs = [t["oracle"][group] for t in tuned if group in t["oracle"]]
+        if f is not None or runs:
+            lines.append(f"| score-{group} **ORACLE** (test labels) | {cells(f, runs)} | {PAPER[f'score-{group}']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -236,68 +223,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="emovo")
     parser.add_argument("--root", default="../shared/corpora/emovo")
-    parser.add_argument("--recipe", default="recipes/binaural.yaml")
+    parser.add_argument("--recipe", default=None, help="base recipe (default: the mode's, see MODES)")
     parser.add_argument("--out", default="results/binaural")
     parser.add_argument("--mode", choices=sorted(MODES), default="frozen")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rows", choices=("all", "main"), default="all")
-    parser.add_argument(
-        "--single", nargs="+", default=list(CHANNELS), help="channels run alone"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        help="extra recipe override",
-    )
-    parser.add_argument(
-        "--summary",
-        action="store_true",
-        help="print the table over all runs, run nothing",
-    )
+    parser.add_argument("--only", nargs="+", default=None, help="run only these rows (names as in the tables)")
+    parser.add_argument("--single", nargs="+", default=list(CHANNELS), help="channels run alone")
+    parser.add_argument("--absent", nargs="+", default=[], help="channels silent in every recording (EmoDB: side)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra recipe override")
+    parser.add_argument("--summary", action="store_true", help="print the table over all runs, run nothing")
     args = parser.parse_args()
     if args.summary:
         print(combined_tables(Path(args.out) / args.corpus))
         return
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
-    folder = (
-        Path(args.out)
-        / args.corpus
-        / (f"{args.mode}-seed{args.seed}" if args.mode == "finetune" else args.mode)
-    )
+    folder = Path(args.out) / args.corpus / (f"{args.mode}-seed{args.seed}" if args.mode == "finetune" else args.mode)
+    base = load_recipe(args.recipe or MODES[args.mode], corpus=args.corpus, root=args.root,
+                       overrides=[f"seed={args.seed}", "n_jobs=1", *args.overrides])  # fmt: skip
+    member = base["model"]["config"]["member"]
     results = {}
-    for name, overrides in rows(args.rows, tuple(args.single)).items():
+    for name, (channels, model, pooling) in rows(args.rows, tuple(args.single), member, tuple(args.absent)).items():
+        if args.only is not None and name not in args.only:
+            continue
         run_dir = folder / name
         if not (run_dir / "metrics.json").is_file():
-            recipe = load_recipe(
-                args.recipe,
-                corpus=args.corpus,
-                root=args.root,
-                overrides=[
-                    *MODES[args.mode],
-                    *overrides,
-                    f"seed={args.seed}",
-                    "n_jobs=1",
-                    *args.overrides,
-                ],
-            )
+            recipe = {**copy.deepcopy(base), "name": f"binaural-{name}", "model": model,
+                      "features": restrict(base["features"], channels, pooling)}  # fmt: skip
             started = time.perf_counter()
             run_experiment(recipe, run_dir, progress=False, overwrite=True)
             print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
         results[name] = summarise(run_dir)
-        print(
-            f"{name}: UA {results[name]['ua']:.3f} WA {results[name]['wa']:.3f}",
-            flush=True,
-        )
+        print(f"{name}: UA {results[name]['ua']:.3f} WA {results[name]['wa']:.3f}", flush=True)
     oracle = oracle_fusion(folder)
-    header = (
-        f"# Binaural study: {args.corpus}, {args.mode} CNN, seed {args.seed} (LOSO)"
-    )
-    write_tables(folder, results, oracle, header)
+    write_tables(folder, results, oracle, f"# Binaural study: {args.corpus}, {args.mode} CNN, seed {args.seed} (LOSO)")
     print((folder / "tables.md").read_text())
 
 

@@ -375,3 +375,31 @@ def test_normaliser_rejects_bad_input():
         norm.transform(x[:, :4])
     with pytest.raises(ConfigError, match="fewer than min_utterances"):
         fit_normaliser("speaker", x, spk, min_utterances=31)
+
+
+def test_missing_rows_are_left_out_of_the_statistics_and_stay_missing():
+    rng = np.random.default_rng(4)
+    x = rng.normal(3.0, 2.0, size=(20, 5))
+    with_missing = x.copy()
+    with_missing[[2, 7]] = np.nan  # two utterances without the feature (a silent binaural channel)
+    norm = fit_normaliser("global", with_missing)
+    observed = np.delete(x, [2, 7], axis=0)
+    np.testing.assert_allclose(norm.mean_, observed.mean(0))
+    np.testing.assert_allclose(norm.std_, observed.std(0))
+    out = norm.transform(with_missing)
+    assert np.isnan(out[[2, 7]]).all() and np.isfinite(np.delete(out, [2, 7], axis=0)).all()
+    partly = x.copy()
+    partly[3, 1] = np.nan
+    with pytest.raises(FeatureError, match="NaN"):
+        fit_normaliser("global", partly)
+
+
+def test_a_feature_missing_everywhere_stays_missing_and_saves_as_json():
+    absent = np.full((6, 3), np.nan)
+    norm = fit_normaliser("global", absent)
+    assert np.isnan(norm.transform(absent)).all()
+    text = json.dumps(norm.to_dict(), allow_nan=False)  # a bundle's JSON has no NaN
+    again = Normaliser.from_dict(json.loads(text))
+    assert np.isnan(again.mean_).all() and np.isnan(again.transform(absent)).all()
+    speakers = np.array(["a", "a", "a", "b", "b", "b"])
+    assert np.isnan(fit_normaliser("speaker", absent, speakers).transform(absent, speakers)).all()

@@ -9,30 +9,26 @@ stages. This module holds the maths of those steps, free of models and files:
   segments of a 64-band log-Mel spectrogram, static / Δ / Δ² stacked as three image planes;
 - :func:`block_pool` and :func:`global_pool` — Sec. II-C, Fig. 3, eq. 3–7: block-based temporal
   pooling of segment features ``X`` and their regression ``ΔX``, and the global pooling the paper
-  compares it with (Tables 2–5);
-- :func:`fuse_pair`, :func:`search_weight` and :func:`search_two_stage` — Sec. II-D, eq. 8–10:
-  two-stage score-level fusion with weights searched over [0, 1] in steps of 0.1.
+  compares it with (Tables 2–5).
+
+The two-stage score fusion of Sec. II-D (eq. 8–10) is not binaural-specific and lives with the
+model that applies it, :mod:`serkit.models.fusion`; the derived features that run these
+functions in a recipe are in :mod:`serkit.derived.binaural`.
 
 Choices where the paper is silent are stated in each docstring and in ``docs/results_binaural.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score
 
 from serkit.errors import ConfigError, FeatureError
 from serkit.features.deltas import regression_delta
 from serkit.features.spectral import segment_starts
 
 Pool = Literal["max", "avg"]
-#: Fusion weights searched (eq. 8–10: "[0, 1] with an interval of 0.1").
-WEIGHT_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
-#: The two channel pairs of the first fusion stage (eq. 8 and eq. 9), in the paper's order.
-PAIRS: tuple[tuple[str, str], ...] = (("left", "right"), ("mid", "side"))
 
 
 # --------------------------------------------------------------------------- segments (Sec. II-A)
@@ -235,199 +231,12 @@ def global_pool(X: np.ndarray, mode: Pool = "max") -> np.ndarray:
     return _pool(_check_pool(X, mode), mode)
 
 
-# --------------------------------------------------------------------------- fusion (Sec. II-D)
-
-
-def fuse_pair(
-    a: np.ndarray,
-    b: np.ndarray,
-    weight: float,
-    present_a: np.ndarray | None = None,
-    present_b: np.ndarray | None = None,
-) -> np.ndarray:
-    """``weight * a + (1 - weight) * b`` row by row (eq. 8, 9 and 10).
-
-    A row whose channel is absent (``present_* == False``: the Side of a mono recording, see
-    :func:`is_silent`) takes the other channel's scores unchanged, i.e. the absent channel's
-    weight moves to its partner. Rows where both are absent are NaN.
-
-    Args:
-        a, b: ``(n, K)`` scores.
-        weight: weight of ``a`` in [0, 1].
-        present_a, present_b: ``(n,)`` bool; ``None`` means all present.
-
-    Returns:
-        float64 ``(n, K)``.
-    """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    pa = np.ones(len(a), bool) if present_a is None else np.asarray(present_a, bool)
-    pb = np.ones(len(b), bool) if present_b is None else np.asarray(present_b, bool)
-    out = np.full(a.shape, np.nan)
-    both = pa & pb
-    out[both] = weight * a[both] + (1.0 - weight) * b[both]
-    out[pa & ~pb] = a[pa & ~pb]
-    out[~pa & pb] = b[~pa & pb]
-    return out
-
-
-def unweighted_recall(y: np.ndarray, scores: np.ndarray) -> float:
-    """UA (mean recall over the classes present in ``y``) of the argmax of ``scores``; NaN rows count as wrong."""
-    scores = np.asarray(scores, dtype=np.float64)
-    predicted = np.where(
-        np.isnan(scores).any(axis=1),
-        -1,
-        np.nan_to_num(scores, nan=-np.inf).argmax(axis=1),
-    )
-    return float(balanced_accuracy_score(np.asarray(y), predicted))
-
-
-def search_weight(
-    a: np.ndarray,
-    b: np.ndarray,
-    y: np.ndarray,
-    present_a: np.ndarray | None = None,
-    present_b: np.ndarray | None = None,
-    grid: Sequence[float] = WEIGHT_GRID,
-) -> tuple[float, float]:
-    """The weight of ``a`` in ``grid`` whose fused scores (:func:`fuse_pair`) give the best UA on ``y``.
-
-    The paper's exhaustive search (eq. 8–10, "[0, 1] with an interval of 0.1"). Ties go to the
-    weight closest to 0.5 (the equal-weight fusion), then to the smaller weight.
-
-    Args:
-        a, b: ``(n, K)`` scores of the same utterances.
-        y: ``(n,)`` int true classes.
-        present_a, present_b: ``(n,)`` bool channel presence (see :func:`fuse_pair`).
-        grid: candidate weights.
-
-    Returns:
-        ``(weight, UA)``.
-    """
-    results = [
-        (unweighted_recall(y, fuse_pair(a, b, w, present_a, present_b)), w)
-        for w in grid
-    ]
-    best_ua, best_w = max(
-        results, key=lambda r: (round(r[0], 12), -abs(r[1] - 0.5), -r[1])
-    )
-    return float(best_w), best_ua
-
-
-def search_two_stage(
-    scores: Mapping[str, np.ndarray],
-    y: np.ndarray,
-    present: Mapping[str, np.ndarray] | None = None,
-) -> dict[str, float]:
-    """Weights of the two-stage score fusion (eq. 8–10) searched on one score table.
-
-    Stage 1 searches ``alpha`` (Left vs Right, eq. 8) and ``beta`` (Mid vs Side, eq. 9)
-    independently; stage 2 searches ``lambda`` (the Left-Right vs the Mid-Side fusion, eq. 10)
-    with the stage-1 weights fixed. Only the pairs whose channels are both in ``scores`` take
-    part; with exactly one pair there is no second stage.
-
-    Which scores are given decides what the weights are worth: the training speakers'
-    out-of-fold scores give an honest choice (:class:`~serkit.models.binaural.BinauralDCNN`);
-    the test predictions give the paper's choice, an oracle that has seen the test labels.
-
-    Args:
-        scores: channel name -> ``(n, K)`` scores of the same utterances.
-        y: ``(n,)`` int true classes.
-        present: channel name -> ``(n,)`` bool (absent channels of mono recordings).
-
-    Returns:
-        ``{"alpha": …, "beta": …, "lambda": …, "ua_alpha": …, "ua_beta": …, "ua_lambda": …}``
-        restricted to the stages that exist.
-
-    Raises:
-        ConfigError: the channels form neither one pair nor both.
-    """
-    present = present or {}
-    pairs = fusion_pairs(scores)
-    out: dict[str, float] = {}
-    fused: list[tuple[np.ndarray, np.ndarray]] = []
-    for first, second in pairs:
-        name = _pair_weight((first, second))
-        pa, pb = present.get(first), present.get(second)
-        out[name], out[f"ua_{name}"] = search_weight(
-            scores[first], scores[second], y, pa, pb
-        )
-        stage = fuse_pair(scores[first], scores[second], out[name], pa, pb)
-        fused.append((stage, ~np.isnan(stage).any(axis=1)))
-    if len(fused) == 2:
-        (s1, p1), (s2, p2) = fused
-        out["lambda"], out["ua_lambda"] = search_weight(s1, s2, y, p1, p2)
-    return out
-
-
-def fusion_pairs(channels: Iterable[str]) -> list[tuple[str, str]]:
-    """The stage-1 pairs (:data:`PAIRS`) that ``channels`` form.
-
-    Raises:
-        ConfigError: the channels are not exactly (left, right), (mid, side) or all four.
-    """
-    channels = set(channels)
-    pairs = [p for p in PAIRS if p[0] in channels and p[1] in channels]
-    if not pairs or {c for p in pairs for c in p} != channels:
-        raise ConfigError(
-            f"score fusion needs the channels (left, right), (mid, side) or all four, got {sorted(channels)}"
-        )
-    return pairs
-
-
-def _pair_weight(pair: tuple[str, str]) -> str:
-    return "alpha" if pair == PAIRS[0] else "beta"
-
-
-def apply_two_stage(
-    scores: Mapping[str, np.ndarray],
-    weights: Mapping[str, float],
-    present: Mapping[str, np.ndarray] | None = None,
-) -> np.ndarray:
-    """Fused scores ``(n, K)`` of eq. 8–10 with the weights of :func:`search_two_stage`.
-
-    Raises:
-        ConfigError: the channels form neither one pair nor both, or a weight is missing.
-    """
-    present = present or {}
-    pairs = fusion_pairs(scores)
-    stages = []
-    for pair in pairs:
-        name = _pair_weight(pair)
-        if name not in weights:
-            raise ConfigError(f"score fusion: weight {name!r} missing")
-        stages.append(
-            fuse_pair(
-                scores[pair[0]],
-                scores[pair[1]],
-                weights[name],
-                present.get(pair[0]),
-                present.get(pair[1]),
-            )
-        )
-    if len(stages) == 1:
-        return stages[0]
-    if "lambda" not in weights:
-        raise ConfigError("score fusion: weight 'lambda' missing")
-    s1, s2 = stages
-    return fuse_pair(
-        s1, s2, weights["lambda"], ~np.isnan(s1).any(axis=1), ~np.isnan(s2).any(axis=1)
-    )
-
-
 __all__ = [
-    "PAIRS",
-    "WEIGHT_GRID",
-    "apply_two_stage",
     "block_bounds",
     "block_pool",
-    "fuse_pair",
-    "fusion_pairs",
     "global_pool",
     "is_silent",
-    "search_two_stage",
-    "search_weight",
     "segment_logmel",
     "segment_planes",
     "segment_starts",
-    "unweighted_recall",
 ]

@@ -25,7 +25,9 @@ has standard deviation 0) gets std = 1, so it is centred but not scaled and neve
 
 A row of an utterance-level matrix that is entirely NaN is a *missing* observation (a binaural
 channel that is digital silence in that recording, :mod:`serkit.derived`): it is left out of
-every statistic and of ``min_utterances``, and stays NaN. A row that is partly NaN, or any
+every statistic and of ``min_utterances``, and stays NaN. A feature missing in every row it is
+fitted on (Side of a mono corpus) gets NaN statistics: it stays missing everywhere, and the model
+decides what that means (``score_fusion`` leaves it out; ``linear_svm`` refuses it). A row that is partly NaN, or any
 infinite value, is still a :class:`~serkit.errors.FeatureError`.
 """
 
@@ -100,10 +102,10 @@ class Normaliser:
         """JSON-serialisable form (plain lists of floats); inverse of :meth:`from_dict`."""
         out: dict[str, Any] = {"mode": self.mode, "dim": self.dim, "min_utterances": self.min_utterances}
         if self.mode == "global":
-            out["mean"] = self.mean_.tolist()
+            out["mean"] = _json_vector(self.mean_)
             out["std"] = self.std_.tolist()
         elif self.mode == "speaker":
-            out["speakers"] = {s: {"mean": m.tolist(), "std": v.tolist()} for s, (m, v) in self.speaker_stats_.items()}
+            out["speakers"] = {s: {"mean": _json_vector(m), "std": v.tolist()} for s, (m, v) in self.speaker_stats_.items()}
         return out
 
     @classmethod
@@ -174,10 +176,17 @@ def fit_normaliser(
 
 
 def _stats(items: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (ddof=0) per dimension over all observed rows of ``items``; constant dims -> std 1."""
-    stacked = np.concatenate([x for x in items if not _missing(x)], axis=0).astype(np.float64, copy=False)
+    """Mean and std (ddof=0) per dimension over all observed rows of ``items``; constant dims -> std 1.
+
+    Every row missing: mean NaN and std 1, so the feature stays missing (NaN) wherever it is
+    transformed.
+    """
+    observed = [x for x in items if not _missing(x)]
+    if not observed and items:
+        return np.full(items[0].shape[1], np.nan), np.ones(items[0].shape[1])
+    stacked = np.concatenate(observed, axis=0).astype(np.float64, copy=False)
     if stacked.shape[0] == 0:
-        raise FeatureError("cannot compute normalisation statistics on zero frames (or every row missing)")
+        raise FeatureError("cannot compute normalisation statistics on zero frames")
     mean = stacked.mean(axis=0)
     std = stacked.std(axis=0)
     constant = (stacked.max(axis=0) == stacked.min(axis=0)) | (std == 0)
@@ -187,7 +196,7 @@ def _stats(items: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 def _speaker_stats(rows: list[np.ndarray], speaker: str, min_utterances: int) -> tuple[np.ndarray, np.ndarray]:
     observed = sum(not _missing(x) for x in rows)
-    if observed < min_utterances:
+    if 0 < observed < min_utterances:
         raise ConfigError(
             f"speaker normalisation: speaker {speaker!r} has {observed} utterance(s) with the feature, "
             f"fewer than min_utterances={min_utterances}"
@@ -253,6 +262,11 @@ def _restore(out: list[np.ndarray], items: list[np.ndarray], is_list: bool, orig
     if is_list:
         return out
     return np.concatenate(out, axis=0)
+
+
+def _json_vector(values: np.ndarray) -> list[float | None]:
+    """Plain floats, NaN (a feature missing in every training row) as ``None``: JSON has no NaN."""
+    return [None if np.isnan(v) else float(v) for v in values]
 
 
 def _vector(values: Any, dim: int) -> np.ndarray:
