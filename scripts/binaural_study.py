@@ -27,7 +27,7 @@ Usage (run the serkit of this checkout; heavy: use flock and OMP_NUM_THREADS=1 o
 
     python scripts/binaural_study.py --corpus emovo --root ../shared/corpora/emovo --set cache_dir=/tmp/c
     python scripts/binaural_study.py --corpus emovo --root ../shared/corpora/emovo --mode finetune --seed 1
-    python scripts/binaural_study.py --corpus emodb --root ../shared/corpora/emodb --rows main --single left mid --absent side
+    python scripts/binaural_study.py --corpus emodb --root ../shared/corpora/emodb --rows main --single left mid
     python scripts/binaural_study.py --corpus emovo --summary
 """
 
@@ -82,23 +82,22 @@ def restrict(features: dict, channels: list[str], pooling: dict | None = None) -
 
 
 def rows(
-    which: str, single: tuple[str, ...], member: dict, absent: tuple[str, ...] = ()
+    which: str, single: tuple[str, ...], member: dict
 ) -> dict[str, tuple[list[str], dict, dict | None]]:
     """Row name -> (channels, model, pooling): single channels (``which="all"``: four poolings
     each; ``"main"``: block max only), then score and feature fusion of LR, MS and LRMS.
 
-    ``absent`` channels are silent in every recording of the corpus (EmoDB's Side): they are left
-    out of every row (normalisation has no observed row of them), so a pair with one reduces to
-    its partner, the meaning of a missing channel in eq. 8-10.
+    A channel silent in every recording of the corpus (EmoDB's Side) stays in the fusion rows:
+    ``score_fusion`` leaves it out (a pair reduces to its partner, the meaning of a missing channel
+    in eq. 8-10) and ``linear_svm``'s block of it is all zeros (no part in the kernel).
     """
     out: dict[str, tuple[list[str], dict, dict | None]] = {}
     poolings = POOLINGS if which == "all" else {"block-max": POOLINGS["block-max"]}
-    for channel in (c for c in single if c not in absent):
+    for channel in single:
         for name, pooling in poolings.items():
             model = {"name": "score_fusion", "config": {"groups": [[channel]], "member": member}}
             out[f"{channel}-{name}"] = ([channel], model, pooling)
     for group, groups in GROUPS.items():
-        groups = [kept for g in groups if (kept := [c for c in g if c not in absent])]
         channels = [c for g in groups for c in g]
         out[f"score-{group}"] = (channels, {"name": "score_fusion", "config": {"groups": groups, "member": member}}, None)
         out[f"feature-{group}"] = (channels, copy.deepcopy(member), None)
@@ -147,7 +146,7 @@ def summarise(folder: Path) -> dict:
         "wa": metrics["wa"],
         "wall_s": metrics["extra"]["wall_time_s"]["total"],
         "fold_weights": {fold: w for fold, w in weights.items() if w},
-        "absent": sorted({c for info in fit.values() for c in info.get("absent_inputs", [])}),
+        "absent": sorted({c for info in fit.values() for c in info.get("absent_inputs", info.get("missing_inputs", []))}),
     }
 
 
@@ -230,7 +229,6 @@ def main() -> None:
     parser.add_argument("--rows", choices=("all", "main"), default="all")
     parser.add_argument("--only", nargs="+", default=None, help="run only these rows (names as in the tables)")
     parser.add_argument("--single", nargs="+", default=list(CHANNELS), help="channels run alone")
-    parser.add_argument("--absent", nargs="+", default=[], help="channels silent in every recording (EmoDB: side)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra recipe override")
     parser.add_argument("--summary", action="store_true", help="print the table over all runs, run nothing")
     args = parser.parse_args()
@@ -244,7 +242,7 @@ def main() -> None:
                        overrides=[f"seed={args.seed}", "n_jobs=1", *args.overrides])  # fmt: skip
     member = base["model"]["config"]["member"]
     results = {}
-    for name, (channels, model, pooling) in rows(args.rows, tuple(args.single), member, tuple(args.absent)).items():
+    for name, (channels, model, pooling) in rows(args.rows, tuple(args.single), member).items():
         if args.only is not None and name not in args.only:
             continue
         run_dir = folder / name

@@ -498,8 +498,8 @@ def test_recipes_are_compositions_of_the_paper_steps(name):
     model = get_model(recipe["model"]["name"], recipe["model"]["config"])
     assert recipe["normalisation"] == "global"  # the pooled vectors are standardised on the training fold
     channels = [c for c in VIEWS if c in plan.outputs]
-    # Mid alone; every view; EmoDB is mono: Side is silent in every file and left out.
-    expected = {"binaural_mid": ["mid"], "binaural_emodb": ["left", "right", "mid"]}.get(name, list(VIEWS))
+    # Mid alone, or every view (EmoDB's Side, silent in every file, is left out by the fusion itself).
+    expected = {"binaural_mid": ["mid"]}.get(name, list(VIEWS))
     assert channels == plan.outputs == expected
     for channel in channels:
         chain, key = [], channel
@@ -514,8 +514,7 @@ def test_recipes_are_compositions_of_the_paper_steps(name):
             head, trunk = chain[1].config, chain[2].config
             assert (head.cnn, head.image_size, head.finetune_stages) == (trunk.cnn, trunk.image_size, trunk.finetune_stages)
     if model.name == "score_fusion":
-        pairs = (("left", "right"), ("mid",) if name == "binaural_emodb" else ("mid", "side"))
-        assert check_groups(model.config.groups) == pairs
+        assert check_groups(model.config.groups) == (("left", "right"), ("mid", "side"))
 
 
 def test_a_binaural_bundle_labels_real_stereo_and_mono_recordings(manifest, emovo_root, tmp_path):

@@ -125,3 +125,16 @@ def test_score_fusion_of_one_input_is_its_member_and_uniform_where_missing():
         get_model("score_fusion", {"groups": [["x", "z"]]}).fit({"x": X, "y": X}, y, labels=["a", "b"], groups=groups)
     with pytest.raises(ConfigError, match="unknown model"):
         get_model("score_fusion", {"member": {"name": "no_such_model"}})
+
+
+def test_an_input_missing_in_every_training_row_is_left_out_and_its_partner_speaks():
+    rng = np.random.default_rng(1)
+    y, groups = np.tile([0, 0, 1, 1], 3), np.repeat(["s1", "s2", "s3"], 4)
+    X = rng.normal(size=(12, 6)) + np.eye(2)[y] @ rng.normal(size=(2, 6))
+    side = np.full((12, 6), np.nan)  # Side of a mono corpus
+    svm_config = {"C": [0.01, 1.0]}
+    alone = get_model("linear_svm", svm_config).fit({"mid": X}, y, labels=["a", "b"], groups=groups)
+    fused = get_model("score_fusion", {"groups": [["mid", "side"]], "member": {"name": "linear_svm", "config": svm_config}})
+    fused.fit({"mid": X, "side": side}, y, labels=["a", "b"], groups=groups)
+    assert fused.absent_ == ["side"] and fused.fit_info()["absent_inputs"] == ["side"]
+    np.testing.assert_allclose(fused.predict_proba({"mid": X, "side": side}), alone.predict_proba({"mid": X}))

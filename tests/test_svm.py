@@ -151,3 +151,14 @@ def test_several_inputs_are_fused_and_a_missing_block_is_the_training_mean():
         model.predict({"l": left, "r": partly})
     with pytest.raises(ConfigError, match="fitted on features"):
         model.predict({"r": right, "l": left})
+
+
+def test_an_input_missing_in_every_row_adds_nothing():
+    X, y, groups = _blobs(spread=2.0)
+    absent = np.full((len(y), 4), np.nan, dtype=np.float32)  # Side of a mono corpus
+    alone = LinearSVM({"C": 0.1}).fit({"f": X}, y, labels=["a", "b", "c"], groups=groups)
+    both = LinearSVM({"C": 0.1}).fit({"f": X, "side": absent}, y, labels=["a", "b", "c"], groups=groups)
+    np.testing.assert_allclose(both.predict_proba({"f": X, "side": absent}), alone.predict_proba({"f": X}), atol=1e-9)
+    assert both.fit_info()["missing_inputs"] == ["side"]
+    with pytest.raises(FeatureError, match="every input"):
+        LinearSVM({"C": 0.1}).fit({"side": absent}, y, labels=["a", "b", "c"], groups=groups)

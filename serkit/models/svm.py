@@ -26,7 +26,9 @@ Several utterance-level inputs are concatenated in the order of their keys (feat
 fusion; each was standardised on its own by the experiment). A row that is entirely NaN in one
 input is a missing observation of it (a silent binaural channel, :mod:`serkit.derived`): after
 standardisation the training mean is 0, so its block is filled with 0, the mean imputation of
-the binaural paper's feature fusion.
+the binaural paper's feature fusion. An input missing in every training row (Side of a mono
+corpus) is then all zeros and adds nothing to the linear kernel, as if left out; ``fit_info``
+names it.
 """
 
 from __future__ import annotations
@@ -130,10 +132,10 @@ class LinearSVM(SERModel):
             ConfigError: a grid (of C or of blocks) but fewer than two training speakers; a
                 frame-level input; ``select`` with several inputs or an input whose layout has
                 no such axis.
-            FeatureError: a row partly NaN, or NaN in every row of an input.
+            FeatureError: a row partly NaN, or every input NaN in every row.
         """
         self.inputs_ = list(X)
-        data = self._matrix(X)
+        data, self.missing_inputs_ = self._matrix(X)
         y = np.asarray(y, dtype=int)
         grid = tuple(np.atleast_1d(self.config.C).astype(float))
         blocks = self._blocks(X, layouts)
@@ -161,17 +163,18 @@ class LinearSVM(SERModel):
         self.temperature_ = fit_temperature(scores[best], y) if self.config.calibrate and scores else 1.0
         return self
 
-    def _matrix(self, X: Inputs) -> np.ndarray:
-        """The inputs side by side, ``(n, sum of dims)``; missing (all-NaN) blocks filled with 0.
+    def _matrix(self, X: Inputs) -> tuple[np.ndarray, list[str]]:
+        """The inputs side by side, ``(n, sum of dims)``, missing (all-NaN) blocks filled with 0,
+        and the keys missing in every row.
 
         Raises:
             ConfigError: an input is frame level, or the keys differ from those fitted (bundles
                 saved before several inputs existed take any one key).
-            FeatureError: a row partly NaN, or an input NaN in every row.
+            FeatureError: a row partly NaN, or every input NaN in every row.
         """
         if self.inputs_ is not None and list(X) != self.inputs_:
             raise ConfigError(f"{self.name}: fitted on features {self.inputs_}, got {list(X)}")
-        blocks = []
+        blocks, absent = [], []
         for key, block in X.items():
             if not isinstance(block, np.ndarray) or block.ndim != 2:
                 raise ConfigError(f"{self.name} needs utterance-level (n, dims) features, {key!r} is frame level")
@@ -181,10 +184,12 @@ class LinearSVM(SERModel):
                 if (nan.any(axis=1) & ~missing).any():
                     raise FeatureError(f"{self.name}: feature {key!r} has rows that are partly NaN")
                 if missing.all():
-                    raise FeatureError(f"{self.name}: feature {key!r} is missing (NaN) in every utterance")
+                    absent.append(key)
                 block = np.where(missing[:, None], 0.0, block).astype(block.dtype)
             blocks.append(block)
-        return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+        if len(absent) == len(blocks) and len(blocks[0]):
+            raise FeatureError(f"{self.name}: every input ({', '.join(absent)}) is missing (NaN) in every utterance")
+        return (blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)), absent
 
     def _blocks(self, X: Inputs, layouts: Layouts | None) -> dict[int | None, np.ndarray | None]:
         """Candidate column sets: ``{None: None}`` (every column), or one per index along ``select``."""
@@ -252,7 +257,7 @@ class LinearSVM(SERModel):
 
     def decision_function(self, X: Inputs) -> np.ndarray:
         """One-vs-rest decision values ``(n, K)``."""
-        return self._full_scores(self.svm_, self._chosen(self._matrix(X)))
+        return self._full_scores(self.svm_, self._chosen(self._matrix(X)[0]))
 
     def predict_proba(self, X: Inputs) -> np.ndarray:
         """``softmax(f(x) / T)``, ``(n, K)``; its argmax is the SVM's decision."""
@@ -260,6 +265,8 @@ class LinearSVM(SERModel):
 
     def fit_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"C": self.C_, "temperature": self.temperature_}
+        if self.missing_inputs_:
+            info["missing_inputs"] = self.missing_inputs_
         if self.config.select is None:
             info["inner_ua"] = {str(c): ua for (_, c), ua in self.inner_ua_.items()}
         else:
@@ -291,6 +298,6 @@ class LinearSVM(SERModel):
         model.block_ = state.get("block")
         model.columns_ = None if state.get("columns") is None else np.asarray(state["columns"], dtype=np.int64)
         model.inputs_ = state.get("inputs")
-        model.inner_ua_ = {}
+        model.inner_ua_, model.missing_inputs_ = {}, []
         model.oof_scores_ = None
         return model
