@@ -44,8 +44,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-import serkit.derived.binaural  # registers segment_cnn, temporal_pool where the entry points are not installed
-import serkit.derived.finetuned_cnn  # noqa: F401  (registers finetuned_segment_cnn)
 from serkit.evaluation.metrics import compute_metrics
 from serkit.experiment import run_experiment
 from serkit.io import atomic_write_text

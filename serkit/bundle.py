@@ -201,8 +201,7 @@ def load_bundle(path: str | Path) -> Bundle:
                     f"this serkit has v{derived.version}"
                 )
             if derived.fitted:
-                fitted[key] = DERIVED.get(saved["name"]).load(path / "derived" / key, saved["config"])
-                fitted[key].bind(derived.input_specs)
+                fitted[key] = DERIVED.get(saved["name"]).load(path / "derived" / key, saved["config"], derived.input_specs)
         normalisers = {key: Normaliser.from_dict(d) for key, d in meta["normalisers"].items()}
         model = model_class(meta["model"]["name"]).load(path / "model", meta["model"]["config"])
     except BundleError:

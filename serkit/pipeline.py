@@ -129,7 +129,7 @@ class FeaturePlan:
             out = derived.bind({name: self.nodes[name].spec for name in inputs})
             return Node(key, out, derived=derived, inputs=inputs)
         extractor = get_extractor(spec["extractor"], spec.get("config"))
-        out = FeatureSpec(extractor.level, extractor.layout, extractor.frame_shift)
+        out = FeatureSpec(extractor.level, extractor.layout, extractor.frame_shift, source=extractor.describe())
         return Node(key, out, extractor=extractor, channel=spec.get("channel", "downmix"))
 
     # ------------------------------------------------------------------ description

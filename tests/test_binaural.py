@@ -13,8 +13,6 @@ import pandas as pd
 import pytest
 import torch
 
-import serkit.derived.binaural  # registers the derived features in this checkout
-import serkit.derived.finetuned_cnn  # noqa: F401
 from serkit.audio import load_audio
 from serkit.blocks.binaural_ops import (
     block_bounds,
@@ -276,9 +274,8 @@ def test_alexnet_architecture_weights_and_stages(tmp_path):
     with pytest.raises(ConfigError, match="weights_sha256"):
         load_alexnet(path)
     # Random frozen stages would differ in every process: only from scratch, every stage trained.
-    for name in ("segment_cnn", "finetuned_segment_cnn"):
-        with pytest.raises(ConfigError, match="from scratch"):
-            get_derived(name, {"cnn": "alexnet", "finetune_stages": 2})
+    with pytest.raises(ConfigError, match="from scratch"):
+        get_derived("segment_cnn", {"cnn": "alexnet", "finetune_stages": 2})
 
 
 def test_segment_cnn_features_are_the_pretrained_last_stage_on_the_float16_cut(emovo_set):
@@ -320,12 +317,16 @@ def test_segment_cnn_refuses_inputs_and_options_it_cannot_use():
         _bound("segment_cnn", CNN, {"mel": FeatureSpec("utterance", Layout.of(("mel", 64)))})
     with pytest.raises(ConfigError):
         get_derived("segment_cnn", {"segment_frames": 64, "segment_hop": 65})
-    # The fine-tuned stages must be those the segment_cnn left out (here 1 vs 2 stages).
+    # The fine-tuned stages are those the segment_cnn left out: read from it, never restated.
     trunk = _bound("segment_cnn", {**CNN, "finetune_stages": 2}, {"mel": MEL_SPEC})
-    with pytest.raises(ConfigError, match="same cnn, image_size and finetune_stages"):
-        _bound("finetuned_segment_cnn", {**CNN, "finetune_stages": 1}, {"cut": trunk.spec})
-    with pytest.raises(ConfigError, match="trains nothing"):
-        get_derived("finetuned_segment_cnn", {**CNN, "finetune_stages": 0})
+    head = _bound("finetuned_segment_cnn", {}, {"cut": trunk.spec})
+    assert len(head._backbone.trainable) == len(trunk._backbone.trainable) and head._cnn.finetune_stages == 2
+    frozen = _bound("segment_cnn", CNN, {"mel": MEL_SPEC})
+    with pytest.raises(ConfigError, match="finetune_stages other than 0"):
+        _bound("finetuned_segment_cnn", {}, {"cut": frozen.spec})
+    for option in ("cnn", "finetune_stages"):
+        with pytest.raises(ConfigError, match="unknown option"):
+            get_derived("finetuned_segment_cnn", {option: CNN.get(option, 1)})
 
 
 def test_a_silent_side_is_a_missing_row_left_out_of_the_statistics(emovo_root, tmp_path):
@@ -384,7 +385,7 @@ def test_the_fine_tuned_cnn_is_fitted_on_training_speakers_only(manifest, tmp_pa
     recipe["features"] = {k: recipe["features"][k] for k in keep}
     recipe["features"]["cut_mid"]["config"]["image_size"] = 64
     recipe["features"]["cnn_mid"].update(derive="spy_finetuned_segment_cnn")
-    recipe["features"]["cnn_mid"]["config"].update(image_size=64, max_epochs=2, patience=1)
+    recipe["features"]["cnn_mid"]["config"].update(max_epochs=2, patience=1)  # its network: the trunk's, 64 px
     recipe["model"] = {"name": "linear_svm", "config": {"C": 0.01}}
     run = run_experiment(recipe, tmp_path / "run", progress=False)
     predictions = read_predictions(run / "predictions.csv")
@@ -418,7 +419,7 @@ def test_alexnet_from_scratch_trains_every_stage(emovo_set):
     assert trunk.spec.layout == Layout.of(("channel", 3), ("row", 64), ("col", 64))  # the image planes
     planes = trunk.compute_batch([{"mel": m} for m in X["mid"][:4]])
     np.testing.assert_allclose(planes[0].astype(np.float32).reshape(-1, 3, 64, 64), segment_planes(X["mid"][0]), atol=5e-3)
-    config = {"cnn": "alexnet", "image_size": 64, "finetune_stages": -1, "max_epochs": 1, "valid_speakers": 0, "batch_size": 64}
+    config = {"max_epochs": 1, "valid_speakers": 0, "batch_size": 64}  # network and stages: the trunk's
     head = _bound("finetuned_segment_cnn", config, {"cut": trunk.spec})
     head.fit({"cut": planes}, y[:4], labels=["anger", "neutral"], groups=groups[:4], seed=0)
     assert head.spec.dim == 4096 and head.net_.trainable[-1][1].out_features == 4096  # fc7
@@ -510,9 +511,8 @@ def test_recipes_are_compositions_of_the_paper_steps(name):
         assert mel.channel == channel and mel.extractor.config.n_mels == 64 and mel.extractor.config.fmax == 8000
         names = [f.name for f in reversed(chain)]
         assert names in (["segment_cnn", "temporal_pool"], ["segment_cnn", "finetuned_segment_cnn", "temporal_pool"])
-        if len(chain) == 3:  # the fine-tuned stages are the ones segment_cnn left out
-            head, trunk = chain[1].config, chain[2].config
-            assert (head.cnn, head.image_size, head.finetune_stages) == (trunk.cnn, trunk.image_size, trunk.finetune_stages)
+        if len(chain) == 3:  # the fine-tuned stages are the ones segment_cnn left out, read from it
+            assert chain[1]._cnn == chain[2].config and chain[2].config.finetune_stages != 0
     if model.name == "score_fusion":
         assert check_groups(model.config.groups) == (("left", "right"), ("mid", "side"))
 

@@ -240,13 +240,14 @@ def test_blstm_fcn_feature_is_the_embedding_of_a_network_trained_on_training_row
     # Save and load: tensors and JSON only, the same vectors.
     feature.save(tmp_path)
     assert torch.load(tmp_path / "module.pt", weights_only=True)["labels"] == ["anger", "neutral"]
-    again = BLSTMFCNDeepSpectrum.load(tmp_path, feature.describe()["config"])
+    specs = LOGMEL_SPEC
+    again = BLSTMFCNDeepSpectrum.load(tmp_path, feature.describe()["config"], specs)
     np.testing.assert_allclose(again.transform({"logmel": X}), vectors, rtol=1e-5, atol=1e-6)
     with pytest.raises(BundleError):  # a network of another size than the config says
-        BLSTMFCNDeepSpectrum.load(tmp_path, {**feature.describe()["config"], "lstm_hidden": 9})
+        BLSTMFCNDeepSpectrum.load(tmp_path, {**feature.describe()["config"], "lstm_hidden": 9}, specs)
     (tmp_path / "input_normaliser.json").write_text("{")
     with pytest.raises(BundleError):
-        BLSTMFCNDeepSpectrum.load(tmp_path, feature.describe()["config"])
+        BLSTMFCNDeepSpectrum.load(tmp_path, feature.describe()["config"], specs)
 
 
 def test_blstm_fcn_feature_refuses_wrong_inputs_and_options():

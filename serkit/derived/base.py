@@ -24,6 +24,7 @@ Nothing here reads or writes files except a fitted feature's own ``save``/``load
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -61,7 +62,8 @@ class DerivedFeature(Configurable, ABC):
         """
 
     def bind(self, inputs: Mapping[str, FeatureSpec]) -> FeatureSpec:
-        """Fix the inputs' specs (``input_specs``) and return :meth:`output`'s spec (``spec``).
+        """Fix the inputs' specs (``input_specs``) and return :meth:`output`'s spec (``spec``),
+        its ``source`` this feature's :meth:`describe`.
 
         The pipeline binds every derived feature once, before computing or fitting it, so
         ``compute``, ``fit`` and ``transform`` may read ``input_specs`` (an input's layout).
@@ -70,7 +72,7 @@ class DerivedFeature(Configurable, ABC):
             ConfigError: as :meth:`output`.
         """
         self.input_specs = dict(inputs)
-        self.spec = self.output(self.input_specs)
+        self.spec = dataclasses.replace(self.output(self.input_specs), source=self.describe())
         return self.spec
 
     def check_inputs(self, inputs: Mapping[str, FeatureSpec], level: str | None = None) -> None:
@@ -159,8 +161,9 @@ class FittedFeature(DerivedFeature):
 
     @classmethod
     @abstractmethod
-    def load(cls, directory: Path, config: Mapping[str, Any]) -> FittedFeature:
-        """Rebuild the feature saved by :meth:`save` with the same ``config``.
+    def load(cls, directory: Path, config: Mapping[str, Any], inputs: Mapping[str, FeatureSpec]) -> FittedFeature:
+        """Rebuild the feature saved by :meth:`save` with the same ``config``, bound to ``inputs``
+        (the specs of its inputs, as when it was fitted).
 
         Raises:
             BundleError: a missing or malformed file.

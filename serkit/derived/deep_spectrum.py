@@ -257,13 +257,14 @@ class BLSTMFCNDeepSpectrum(FittedFeature):
         (directory / "input_normaliser.json").write_text(json.dumps(self.input_normaliser_.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, directory: Path, config: Mapping[str, Any]) -> BLSTMFCNDeepSpectrum:
-        """Rebuild the feature saved by :meth:`save` with the same ``config``.
+    def load(cls, directory: Path, config: Mapping[str, Any], inputs: Mapping[str, FeatureSpec]) -> BLSTMFCNDeepSpectrum:
+        """Rebuild the feature saved by :meth:`save` with the same ``config``, bound to ``inputs``.
 
         Raises:
             BundleError: a missing or malformed file, or a network of another size than ``config``.
         """
         feature = cls(dict(config))
+        feature.bind(inputs)
         path = directory / "input_normaliser.json"
         try:
             feature.input_normaliser_ = Normaliser.from_dict(json.loads(path.read_text()))

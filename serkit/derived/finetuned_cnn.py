@@ -4,16 +4,16 @@ Zhang et al., IEEE Access 2020, Sec. II-B, eq. 1–2: the ImageNet CNN is fine-t
 corpus's segments, "the emotion category of each Mel-spectrogram segment [being] the
 utterance-level emotion category", with a new emotion layer in place of ImageNet's classifier;
 its penultimate activations are then the segment features. Here the frozen stages have already
-run once per utterance (:class:`~serkit.derived.binaural.SegmentCNN` with the same
-``finetune_stages``, cached by the pipeline); this fitted feature trains the remaining stages
-and a new linear layer on the *training speakers'* segments of one fold, by serkit's trainer
-(Adam, early stopping on ``valid_speakers`` training speakers held out from the training
-segments; the test speaker is never seen), and gives every utterance's segment features.
+run once per utterance (:class:`~serkit.derived.binaural.SegmentCNN` with ``finetune_stages``
+other than 0, cached by the pipeline); this fitted feature trains the remaining stages and a new
+linear layer on the *training speakers'* segments of one fold, by serkit's trainer (Adam, early
+stopping on ``valid_speakers`` training speakers held out from the training segments, or on the
+protocol's validation split; the test speaker is never seen), and gives every utterance's segment
+features. Which network and which stages it trains it reads from the ``segment_cnn`` that made
+its input (the input spec's ``source``), so the recipe states them once::
 
-A recipe reads it like the frozen feature::
-
-    cut_mid: {derive: segment_cnn, from: logmel_mid, config: {<<: *cnn, finetune_stages: 1}}
-    cnn_mid: {derive: finetuned_segment_cnn, from: cut_mid, config: {<<: *cnn, finetune_stages: 1, max_epochs: 10}}
+    cut_mid: {derive: segment_cnn, from: logmel_mid, config: {cnn: efficientnet_lite0, image_size: 112, finetune_stages: 1}}
+    cnn_mid: {derive: finetuned_segment_cnn, from: cut_mid, config: {max_epochs: 10}}
     mid:     {derive: temporal_pool, from: cnn_mid}
 
 Utterances without segments (a silent channel) take no part in training and keep zero rows.
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from serkit.blocks.segment_cnn import Backbone, SegmentNet
-from serkit.config import check_option, is_number
+from serkit.config import check_option, config_from_dict, is_number
 from serkit.derived.base import FittedFeature, register
-from serkit.derived.binaural import CNNOptions, backbone_of, check_cnn_options
+from serkit.derived.binaural import SegmentCNN, backbone_of
 from serkit.errors import BundleError, ConfigError, FeatureError
 from serkit.features.data import FeatureData, FeatureSpec, Inputs
 from serkit.features.layout import UNIT, Layout
@@ -64,13 +64,14 @@ class _SegmentClassifier(TorchSERModel):
 class FinetunedSegmentCNN(FittedFeature):
     """The last ``finetune_stages`` CNN stages fine-tuned on a fold's training segments (module docstring).
 
-    Config: the :class:`~serkit.derived.binaural.CNNOptions` of the ``segment_cnn`` it reads
-    (same values; ``finetune_stages`` >= 1 or -1), ``dropout`` before the new emotion layer, and
-    the trainer's options (:class:`~serkit.training.trainer.TrainConfig`; defaults here: Adam
-    lr 1e-4, batch 30 segments, at most 20 epochs, patience 3, one validation speaker).
+    Config: ``dropout`` before the new emotion layer and the trainer's options
+    (:class:`~serkit.training.trainer.TrainConfig`; defaults here: Adam lr 1e-4, batch 30
+    segments, at most 20 epochs, patience 3, one validation speaker). The network, its weights and
+    the stages to train are those of the ``segment_cnn`` that made the input.
 
-    Input: one frame-level feature, the cut activations of ``segment_cnn`` — float16 or float32
-    ``(n_segments, prod(cut_shape))`` per utterance. Output: frame level, float32
+    Input: one frame-level feature, the cut activations of a ``segment_cnn`` with
+    ``finetune_stages`` other than 0 — float16 or float32 ``(n_segments, prod(cut_shape))`` per
+    utterance. Output: frame level, float32
     ``(n_segments, feature_dim)`` segment features, layout ``unit`` (``(0, feature_dim)`` for an
     utterance without segments).
 
@@ -81,8 +82,7 @@ class FinetunedSegmentCNN(FittedFeature):
     name = "finetuned_segment_cnn"
 
     @dataclass(frozen=True)
-    class Config(CNNOptions, TrainConfig):
-        finetune_stages: int = 1
+    class Config(TrainConfig):
         dropout: float = 0.2
         learning_rate: float = 1e-4
         batch_size: int = 30
@@ -91,45 +91,31 @@ class FinetunedSegmentCNN(FittedFeature):
 
     def check_config(self) -> None:
         c = self.config
-        check_cnn_options(self.name, c)
-        check_option(c.finetune_stages != 0, self.name, "finetune_stages: 0 trains nothing; use segment_cnn's frozen features")
         check_option(is_number(c.dropout) and 0 <= c.dropout < 1, self.name, f"dropout must be in [0, 1), got {c.dropout!r}")
 
     def _train_config(self) -> TrainConfig:
         names = {f.name for f in fields(TrainConfig)}
         return TrainConfig(**{k: v for k, v in asdict(self.config).items() if k in names})
 
-    @property
-    def _backbone(self) -> Backbone:
-        if getattr(self, "_built", None) is None:
-            self._built = backbone_of(self.config)
-        return self._built
-
     def output(self, inputs: Mapping[str, FeatureSpec]) -> FeatureSpec:
-        """Segment features; the input must be the cut these options make.
+        """Segment features of the network of the ``segment_cnn`` that made the input.
 
         Raises:
-            ConfigError: not one frame-level input, or its width is not that of the activations
-                before the last ``finetune_stages`` stages of this network (a ``segment_cnn``
-                with other options).
+            ConfigError: not one frame-level input, or one not made by a ``segment_cnn`` that
+                stops before stages to fine-tune (``finetune_stages`` other than 0).
         """
         self.check_inputs(inputs, level="frame")
         ((key, spec),) = inputs.items()
-        shape = tuple(size for _, size in spec.layout.axes)
-        backbone = self._backbone
-        if backbone.cut == 0:
-            expected_ok = len(shape) == 3 and shape[0] == 3
-        else:
-            with torch.no_grad():
-                expected = tuple(backbone.frozen(torch.zeros(1, 3, 64, 64)).shape[1:])
-            expected_ok = shape == expected
-        if not expected_ok:
+        source = spec.source or {}
+        if source.get("name") != SegmentCNN.name or source["config"].get("finetune_stages", 0) == 0:
             raise ConfigError(
-                f"{self.name}: {key!r} ({spec.layout}) is not the cut of {self.config.cnn} before its last "
-                f"{self.config.finetune_stages} stage(s); give its segment_cnn the same cnn, image_size and finetune_stages"
+                f"{self.name}: reads the cut activations of a segment_cnn with finetune_stages other than 0; "
+                f"{key!r} comes from {source.get('name', 'an unknown feature')} {source.get('config', '')}"
             )
-        self._cut_shape = shape
-        return FeatureSpec("frame", Layout.of((UNIT, backbone.feature_dim)))
+        self._cnn = config_from_dict(SegmentCNN.Config, source["config"])
+        self._backbone = backbone_of(self._cnn)
+        self._cut_shape = tuple(size for _, size in spec.layout.axes)
+        return FeatureSpec("frame", Layout.of((UNIT, self._backbone.feature_dim)))
 
     # ------------------------------------------------------------------ fit / transform
 
@@ -219,13 +205,15 @@ class FinetunedSegmentCNN(FittedFeature):
         (directory / "head.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def load(cls, directory: Path, config: Mapping[str, Any]) -> FinetunedSegmentCNN:
-        """Rebuild the fine-tuned stages saved by :meth:`save` (tensors only: ``weights_only``).
+    def load(cls, directory: Path, config: Mapping[str, Any], inputs: Mapping[str, FeatureSpec]) -> FinetunedSegmentCNN:
+        """Rebuild the fine-tuned stages saved by :meth:`save` (tensors only: ``weights_only``),
+        bound to ``inputs`` (the cut activations' spec, whose ``source`` names the network).
 
         Raises:
             BundleError: a missing or malformed file, or tensors that do not fit the network.
         """
         feature = cls(dict(config))
+        feature.bind(inputs)
         try:
             meta = json.loads((directory / "head.json").read_text())
             feature.cut_shape_, feature.n_classes_ = tuple(int(s) for s in meta["cut_shape"]), int(meta["n_classes"])

@@ -102,8 +102,9 @@ class PCA(FittedFeature):
         np.savez(directory / "pca.npz", **arrays)
 
     @classmethod
-    def load(cls, directory: Path, config: Mapping[str, Any]) -> PCA:
+    def load(cls, directory: Path, config: Mapping[str, Any], inputs: Mapping[str, FeatureSpec]) -> PCA:
         feature = cls(dict(config))
+        feature.bind(inputs)
         try:
             with np.load(directory / "pca.npz", allow_pickle=False) as saved:
                 feature.mean_, feature.scale_, feature.axes_ = saved["mean"], saved["scale"], saved["axes"]

@@ -9,7 +9,7 @@ its values (level, column layout, frame shift).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 import numpy as np
@@ -42,11 +42,15 @@ class FeatureSpec:
         level: ``"frame"`` (per utterance ``(frames, dim)``) or ``"utterance"`` (``(dim,)``).
         layout: the named axes of the ``dim`` columns.
         frame_shift: seconds between frames (frame level; ``None`` when unknown or utterance level).
+        source: ``describe()`` of the extractor or derived feature that made it (``name``,
+            ``config``, …), so a reader can take a fact from there instead of restating it;
+            ``None`` when unknown. Not part of equality.
     """
 
     level: str
     layout: Layout
     frame_shift: float | None = None
+    source: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def dim(self) -> int:
