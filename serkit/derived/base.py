@@ -99,7 +99,8 @@ class FixedFeature(DerivedFeature):
             inputs: key -> that utterance's array of each input (``(frames, dim)`` or ``(dim,)``).
 
         Returns:
-            float32 ``(frames, dim)`` or ``(dim,)`` as :meth:`output` says.
+            ``(frames, dim)`` or ``(dim,)`` as :meth:`output` says, float32 (float16 where the
+            feature says so, e.g. large CNN activations).
 
         Raises:
             FeatureError: this utterance's inputs cannot give the feature (too few frames, …);
