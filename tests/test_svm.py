@@ -129,8 +129,8 @@ def test_select_chooses_the_block_that_carries_the_classes():
     model = LinearSVM({"C": (0.01, 1.0), "select": "layer"}).fit(
         {"f": stacked}, y, labels=["a", "b", "c"], groups=groups, layouts=layouts
     )
-    assert model.block_ == 1
-    assert model.fit_info()["layer"] == 1 and len(model.inner_ua_) == 6
+    assert model.block_ == "1"
+    assert model.fit_info()["layer"] == "1" and len(model.inner_ua_) == 6
     np.testing.assert_array_equal(model.columns_, np.arange(6, 12))
     np.testing.assert_allclose(model.decision_function({"f": stacked}), model._full_scores(model.svm_, X))
     with pytest.raises(ConfigError, match="laid out as"):
@@ -162,3 +162,25 @@ def test_an_input_missing_in_every_row_adds_nothing():
     assert both.fit_info()["missing_inputs"] == ["side"]
     with pytest.raises(FeatureError, match="every input"):
         LinearSVM({"C": 0.1}).fit({"side": absent}, y, labels=["a", "b", "c"], groups=groups)
+
+
+def test_select_windows_try_runs_of_adjacent_blocks():
+    from serkit.features.layout import Layout
+
+    rng = np.random.default_rng(5)
+    y = np.tile(np.arange(3), 40)
+    groups = np.repeat([f"s{i}" for i in range(4)], 30)
+    # Layer 1 tells class 0 from the rest, layer 2 class 1 from the rest: only together all three.
+    layer1 = (y == 0)[:, None] * 3.0 + rng.normal(size=(len(y), 3))
+    layer2 = (y == 1)[:, None] * 3.0 + rng.normal(size=(len(y), 3))
+    noise = [rng.normal(size=(len(y), 3)) for _ in range(2)]
+    stacked = np.concatenate([noise[0], layer1, layer2, noise[1]], axis=1).astype(np.float32)
+    layouts = {"f": Layout.of(("layer", 4), ("unit", 3))}
+    model = LinearSVM({"C": 0.1, "select": "layer", "windows": [1, 2]}).fit(
+        {"f": stacked}, y, labels=["a", "b", "c"], groups=groups, layouts=layouts
+    )
+    assert {b for b, _ in model.inner_ua_} == {"0", "1", "2", "3", "0-1", "1-2", "2-3"}
+    assert model.block_ == "1-2" and model.inner_ua_["1-2", 0.1] > max(model.inner_ua_[b, 0.1] for b in "12")
+    np.testing.assert_array_equal(model.columns_, np.arange(3, 9))
+    with pytest.raises(ConfigError, match="windows"):
+        LinearSVM({"windows": [0]})

@@ -13,9 +13,10 @@ independent anchors in ``DESIGN.md`` exactly; liblinear's one-vs-rest ``LinearSV
   speakers (the test speaker is never seen), maximising unweighted average recall (UA, which is
   scikit-learn's balanced accuracy: mean recall over the classes present);
 - with ``select: AXIS``, which block of the input to use is chosen on the same inner folds,
-  jointly with ``C``: every index along that axis of the input's layout (for pooled speech-encoder
-  statistics, ``select: layer`` tries every encoder layer) is a candidate, and the pair with the
-  highest inner UA wins. The choice differs between corpora and languages, so it is never fixed
+  jointly with ``C``: every run of ``w`` consecutive indices along that axis of the input's layout,
+  for each width ``w`` in ``windows`` (for pooled speech-encoder statistics, ``select: layer``
+  with ``windows: [1, 3]`` tries every encoder layer and every three adjacent layers together),
+  is a candidate, and the pair with the highest inner UA wins. The choice differs between corpora and languages, so it is never fixed
   by hand, and never made on a test speaker;
 - class probabilities from the one-vs-rest decision values ``f(x)`` by temperature scaling,
   ``p = softmax(f(x) / T)``, with ``T`` fitted by minimum negative log-likelihood on the inner
@@ -46,6 +47,7 @@ from scipy.special import log_softmax, softmax
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.svm import SVC
 
+from serkit.config import check_option, is_integer
 from serkit.errors import ConfigError, FeatureError
 from serkit.features.data import Inputs
 from serkit.features.normalise import fit_normaliser
@@ -60,8 +62,9 @@ class LinearSVMConfig:
         C: one value, or a grid searched on inner leave-one-speaker-out folds of the training set.
         class_weight: ``"balanced"`` (weights N / (K N_k)) or ``None``.
         calibrate: fit the softmax temperature on inner folds (``False``: T = 1).
-        select: an axis of the input's layout (``"layer"``); one index along it is chosen on
-            the inner folds, jointly with ``C``. ``None`` uses every column.
+        select: an axis of the input's layout (``"layer"``); a run of consecutive indices along
+            it is chosen on the inner folds, jointly with ``C``. ``None`` uses every column.
+        windows: the run lengths tried with ``select`` (default: single indices).
         inner_standardise: standardise each inner fold with its own training rows' statistics
             (the outer fold's procedure repeated inside; the data arrive standardised with all
             training speakers, the inner held-out one included). Off by default, as the
@@ -72,6 +75,7 @@ class LinearSVMConfig:
     class_weight: str | None = "balanced"
     calibrate: bool = True
     select: str | None = None
+    windows: tuple[int, ...] = (1,)
     inner_standardise: bool = False
 
 
@@ -100,6 +104,13 @@ class LinearSVM(SERModel):
 
     name = "linear_svm"
     Config = LinearSVMConfig
+
+    def check_config(self) -> None:
+        windows = self.config.windows
+        check_option(
+            isinstance(windows, tuple) and len(windows) > 0 and all(is_integer(w) and w >= 1 for w in windows),
+            self.name, f"windows must be a list of integers >= 1, got {windows!r}",
+        )  # fmt: skip
 
     def _svm(self, C: float, seed: int, kernel: str = "linear") -> SVC:
         # break_ties makes predict() the argmax of the one-vs-rest decision values we calibrate.
@@ -191,8 +202,9 @@ class LinearSVM(SERModel):
             raise FeatureError(f"{self.name}: every input ({', '.join(absent)}) is missing (NaN) in every utterance")
         return (blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)), absent
 
-    def _blocks(self, X: Inputs, layouts: Layouts | None) -> dict[int | None, np.ndarray | None]:
-        """Candidate column sets: ``{None: None}`` (every column), or one per index along ``select``."""
+    def _blocks(self, X: Inputs, layouts: Layouts | None) -> dict[str | None, np.ndarray | None]:
+        """Candidate column sets: ``{None: None}`` (every column), or one per run of consecutive
+        indices along ``select`` (label ``"3"`` or ``"2-4"``), widths in ``windows``."""
         axis = self.config.select
         if axis is None:
             return {None: None}
@@ -201,7 +213,14 @@ class LinearSVM(SERModel):
         ((key, layout),) = default_layouts(X, layouts).items()
         if not layout.has(axis):
             raise ConfigError(f"{self.name}: select={axis!r}, but feature {key!r} is laid out as {layout}")
-        return {k: layout.columns(axis, k) for k in range(layout.size(axis))}
+        size, out = layout.size(axis), {}
+        for width in self.config.windows:
+            for start in range(size - width + 1):
+                label = str(start) if width == 1 else f"{start}-{start + width - 1}"
+                out[label] = layout.columns(axis, list(range(start, start + width)))
+        if not out:
+            raise ConfigError(f"{self.name}: no window of {self.config.windows} fits the {size} entries of {axis!r}")
+        return out
 
     def _chosen(self, data: np.ndarray) -> np.ndarray:
         return data if self.columns_ is None else data[:, self.columns_]
