@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures_corpora import populate, ravdess_files
 
+from serkit.corpora import load_corpus
 from serkit.errors import BundleError, ConfigError, FeatureError
 from serkit.evaluation import Fold, inner_folds, make_folds
 from serkit.features.normalise import Normaliser, fit_normaliser
@@ -237,6 +240,202 @@ def test_predefined_rejects_overlap_and_unknown_ids_and_flags_shared_speakers():
     mixed = make_folds(table, {"name": "predefined", "train": ids[::2], "test": ids[1::2]})
     assert mixed.speaker_independent is False
     assert "warning" in mixed.describe()
+
+
+# --------------------------------------------------------------------------- EmoBox fold lists
+
+#: Tiny fold lists written in EmoBox's format and layout (data/<dataset>/fold_<k>/…), real ids.
+EMOBOX = Path(__file__).resolve().parent / "data" / "emobox"
+
+
+def emobox_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def emobox_list(folder: Path, fold: str, side: str) -> Path:
+    (path,) = (folder / fold).glob(f"*_{side}_{fold}.jsonl")
+    return path
+
+
+def emobox_copy(tmp_path: Path, dataset: str = "emovo") -> Path:
+    return Path(shutil.copytree(EMOBOX / dataset, tmp_path / dataset))
+
+
+def rewrite(path: Path, edit) -> None:
+    path.write_text("\n".join(edit(path.read_text(encoding="utf-8").splitlines())) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def emovo_table(emovo_root: Path) -> pd.DataFrame:
+    return load_corpus("emovo", emovo_root)
+
+
+def assert_lists_read(table: pd.DataFrame, protocol, folder: Path) -> None:
+    """Every fold holds exactly the utterances its files list: EmoBox's audio file stem is the
+    serkit utterance id for these corpora, a derivation independent of the protocol's key mapping."""
+    ids = table["utterance_id"].to_numpy()
+    for fold in protocol.folds:
+        for side, rows in (("train", fold.train), ("test", fold.test)):
+            stems = [Path(r["wav"]).stem for r in emobox_records(emobox_list(folder, fold.name, side))]
+            assert sorted(ids[rows]) == sorted(stems)
+
+
+def test_emobox_lists_match_the_real_emovo_table(emovo_table):
+    folder = EMOBOX / "emovo"
+    protocol = make_folds(emovo_table, {"name": "emobox", "folder": str(folder)})
+    assert [f.name for f in protocol.folds] == sorted(p.name for p in folder.iterdir())
+    assert_lists_read(emovo_table, protocol, folder)
+    labels = emovo_table["label"].to_numpy()
+    for fold in protocol.folds:
+        assert fold.valid is None and np.intersect1d(fold.train, fold.test).size == 0
+        assert len(speakers_of(emovo_table, fold.test)) == 1  # EmoBox's EMOVO folds hold out one speaker
+        assert not speakers_of(emovo_table, fold.train) & speakers_of(emovo_table, fold.test)
+        assert set(labels[fold.test]) < set(emovo_table["label"])
+    assert protocol.speaker_independent is True
+    description = protocol.describe()
+    json.dumps(description)
+    assert "warning" not in description
+    used = set(np.concatenate([np.concatenate([f.train, f.test]) for f in protocol.folds]))
+    assert description["options"]["dataset"] == "emovo"
+    assert description["options"]["n_unlisted"] == len(emovo_table) - len(used) > 0
+
+
+def test_emobox_lists_digest_follows_their_content(emovo_table, tmp_path):
+    first = make_folds(emovo_table, {"name": "emobox", "folder": EMOBOX / "emovo"}).options["sha256"]
+    folder = emobox_copy(tmp_path)
+    assert make_folds(emovo_table, {"name": "emobox", "folder": folder}).options["sha256"] == first
+    rewrite(emobox_list(folder, "fold_2", "train"), lambda lines: lines[:-1])
+    changed = make_folds(emovo_table, {"name": "emobox", "folder": folder})
+    assert changed.options["sha256"] != first
+    assert changed.folds[1].train.size == 3
+
+
+def test_emobox_emodb_lists_are_flagged_speaker_dependent(emodb_table, tmp_path):
+    folder = emobox_copy(tmp_path, "emodb")
+    # the older un-underscored lists EmoBox also ships are not read, whatever they hold
+    rewrite(folder / "fold_1" / "emodb_train_fold1.jsonl", lambda lines: lines + ['{"key": "emodb-99z99Zz"}'])
+    protocol = make_folds(emodb_table, {"name": "emobox", "folder": folder})
+    assert_lists_read(emodb_table, protocol, folder)
+    assert protocol.speaker_independent is False
+    for fold in protocol.folds:
+        assert speakers_of(emodb_table, fold.test) <= speakers_of(emodb_table, fold.train)
+    description = protocol.describe()
+    assert description["speaker_independent"] is False
+    assert "SPEAKER-DEPENDENT" in description["warning"]
+
+
+def test_emobox_ravdess_and_tess_ids_reach_the_adapters_tables(tmp_path):
+    actors = ("Actor_01/", "Actor_02/", "Actor_03/", "Actor_04/")
+    ravdess = load_corpus(
+        "ravdess", populate(tmp_path / "ravdess", [f for f in ravdess_files() if f.startswith(actors)]), strict=False
+    )
+    protocol = make_folds(ravdess, {"name": "emobox", "folder": EMOBOX / "ravdess"})
+    assert_lists_read(ravdess, protocol, EMOBOX / "ravdess")
+    assert protocol.speaker_independent is True
+    assert [len(speakers_of(ravdess, f.test)) for f in protocol.folds] == [2, 2]
+
+    tess_names = [Path(r["wav"]).stem for side in ("train", "test")
+                  for r in emobox_records(emobox_list(EMOBOX / "tess", "fold_1", side))]  # fmt: skip
+    folders = {"angry": "angry", "ps": "pleasant_surprised", "sad": "Sad"}
+    files = [f"{n[:3]}_{folders[n.split('_')[2]]}/{n}.wav" for n in tess_names]
+    tess = load_corpus("tess", populate(tmp_path / "tess", files), strict=False)
+    protocol = make_folds(tess, {"name": "emobox", "folder": EMOBOX / "tess"})
+    assert_lists_read(tess, protocol, EMOBOX / "tess")
+    assert protocol.speaker_independent is False  # one stratified split over both speakers
+    assert len(protocol.folds) == 1 and protocol.folds[0].test.size == 2
+
+
+def test_emobox_validation_lists_and_carved_validation(emovo_table, tmp_path):
+    carved = make_folds(emovo_table, {"name": "emobox", "folder": EMOBOX / "emovo", "valid": {"speakers": 1}})
+    plain = make_folds(emovo_table, {"name": "emobox", "folder": EMOBOX / "emovo"})
+    for fold, base in zip(carved.folds, plain.folds):
+        assert len(speakers_of(emovo_table, fold.valid)) == 1
+        assert speakers_of(emovo_table, fold.valid) < speakers_of(emovo_table, base.train)
+        assert np.array_equal(np.sort(np.concatenate([fold.train, fold.valid])), base.train)
+    folder = emobox_copy(tmp_path)
+    for k in (1, 2, 3):  # EmoBox's own validation list: the first training line of each fold
+        train = emobox_list(folder, f"fold_{k}", "train")
+        lines = train.read_text(encoding="utf-8").splitlines()
+        (folder / f"fold_{k}" / f"emovo_valid_fold_{k}.jsonl").write_text(lines[0] + "\n", encoding="utf-8")
+        train.write_text("\n".join(lines[1:]) + "\n", encoding="utf-8")
+    listed = make_folds(emovo_table, {"name": "emobox", "folder": folder})
+    for fold, base in zip(listed.folds, plain.folds):
+        assert fold.valid.size == 1 and fold.train.size == base.train.size - 1
+        assert np.array_equal(np.sort(np.concatenate([fold.train, fold.valid])), base.train)
+    with pytest.raises(ConfigError, match="own valid list"):
+        make_folds(emovo_table, {"name": "emobox", "folder": folder, "valid": {"speakers": 1}})
+
+
+def _in_list(fold: str, side: str, edit):
+    """An edit of one list file of a copied EmoBox folder: ``edit(lines) -> lines``."""
+    return lambda folder: rewrite(emobox_list(folder, fold, side), edit)
+
+
+def _replace_key(old: str, new: str):
+    return lambda lines: [line.replace(f'"{old}"', f'"{new}"') for line in lines]
+
+
+def _first_emo(emo: str):  # fold_1's first test line is emovo-gio-f2-b2, emo "gio"
+    return lambda lines: [lines[0].replace('"emo": "gio"', f'"emo": "{emo}"')] + lines[1:]
+
+
+def _add_first_test_line_to_train(folder: Path) -> None:
+    first = emobox_list(folder, "fold_1", "test").read_text(encoding="utf-8").splitlines()[0]
+    rewrite(emobox_list(folder, "fold_1", "train"), lambda lines: lines + [first])
+
+
+def _rename_dataset(folder: Path) -> None:
+    for path in folder.glob("fold_*/*.jsonl"):
+        path.rename(path.with_name(path.name.replace("emovo_", "italian_")))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        # an EmoBox id with no utterance in the table: the message names the file, the id and the serkit id
+        (_in_list("fold_2", "test", _replace_key("emovo-neu-m3-l2", "emovo-neu-m3-l9")),
+         (r"emovo_test_fold_2\.jsonl: 1 listed id.*line 2: EmoBox id 'emovo-neu-m3-l9' "
+          r"\(serkit utterance_id 'neu-m3-l9'\)")),
+        (_add_first_test_line_to_train,
+         r"1 utterance\(s\) in both .*emovo_train_fold_1\.jsonl and .*emovo_test_fold_1\.jsonl"),
+        (_in_list("fold_3", "test", lambda lines: lines + lines[:1]), "listed twice"),
+        (_in_list("fold_1", "test", _first_emo("rab")),
+         "EmoBox labels 'emovo-gio-f2-b2' 'rab' .anger. but the corpus table says 'happiness'"),
+        (_in_list("fold_1", "test", _first_emo("joy")), "emotion 'joy', not one of"),
+        (_in_list("fold_1", "train", lambda lines: lines[:2] + ["{not json"] + lines[2:]),
+         r"emovo_train_fold_1\.jsonl:3: not valid JSON"),
+        (_in_list("fold_1", "train", _replace_key("emovo-rab-m1-b1", "rab-m1-b1")),
+         "expected a string 'key' starting 'emovo-'"),
+        (_in_list("fold_1", "train", lambda lines: ["[1, 2]"] + lines), "expected a JSON object"),
+        (_in_list("fold_2", "test", lambda lines: []), "lists no utterance"),
+        (lambda folder: (folder / "fold_2").rename(folder / "fold_4"), "fold_2 is missing"),
+        (lambda folder: emobox_list(folder, "fold_3", "test").unlink(), "no test list"),
+        (lambda folder: shutil.copy(emobox_list(folder, "fold_1", "train"), folder / "fold_1" / "x_train_fold_1.jsonl"),
+         "several train lists"),
+        (_rename_dataset, "no id mapping for EmoBox dataset 'italian'"),
+        (lambda folder: emobox_list(folder, "fold_2", "train").rename(folder / "fold_2" / "emodb_train_fold_2.jsonl"),
+         r"mixes lists of datasets \['emodb', 'emovo'\]"),
+        (lambda folder: [shutil.rmtree(d) for d in folder.glob("fold_*")], "no fold_<k> folders"),
+    ],
+)
+def test_emobox_lists_that_do_not_fit_raise_config_error(emovo_table, tmp_path, edit, message):
+    folder = emobox_copy(tmp_path)
+    edit(folder)
+    with pytest.raises(ConfigError, match=message):
+        make_folds(emovo_table, {"name": "emobox", "folder": folder})
+
+
+def test_emobox_refuses_another_corpus_and_a_missing_folder(emovo_table, tmp_path):
+    as_emodb = emovo_table.copy()
+    as_emodb.attrs["corpus"] = "emodb"
+    with pytest.raises(ConfigError, match="dataset 'emovo' .serkit corpus 'emovo'. but the table is corpus 'emodb'"):
+        make_folds(as_emodb, {"name": "emobox", "folder": EMOBOX / "emovo"})
+    with pytest.raises(ConfigError, match="is not a folder"):
+        make_folds(emovo_table, {"name": "emobox", "folder": tmp_path / "absent"})
+    with pytest.raises(ConfigError, match="needs 'folder'"):
+        make_folds(emovo_table, {"name": "emobox"})
+    with pytest.raises(ConfigError, match="'folder' must be a path"):
+        make_folds(emovo_table, {"name": "emobox", "folder": 3})
 
 
 # --------------------------------------------------------------------------- inner folds and errors

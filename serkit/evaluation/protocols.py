@@ -2,9 +2,12 @@
 
 A protocol turns a corpus table (see :mod:`serkit.corpora.base`) into a list of :class:`Fold`
 objects holding integer row *positions* (``0 … len(table) - 1``, not index labels) of the
-training, optional validation and test rows. Every protocol except ``kfold`` groups rows by
-speaker (or session) so that no speaker is ever in both the training and the test side of a
-fold; ``kfold`` exists for comparison with speaker-dependent papers and says so loudly.
+training, optional validation and test rows. Every protocol serkit builds itself except ``kfold``
+groups rows by speaker (or session) so that no speaker is ever in both the training and the test
+side of a fold; ``kfold`` exists for comparison with speaker-dependent papers and says so loudly.
+Folds read from lists (``predefined``, ``emobox``) are checked, not trusted: where a test speaker
+is also in training, :attr:`Protocol.speaker_independent` is false and :meth:`Protocol.describe`
+carries the same warning as ``kfold``.
 
 Spec dictionaries (``make_folds(table, spec)``), ``name`` plus options:
 
@@ -16,6 +19,9 @@ Spec dictionaries (``make_folds(table, spec)``), ``name`` plus options:
 ``{name: predefined,      fixed lists of utterance ids, or paths of text files with one id per
 train, test[, valid]}``   line (blank lines and ``#`` comments ignored)
 ``{name: kfold, k, seed}`` stratified k-fold over utterances: SPEAKER-DEPENDENT
+``{name: emobox,          EmoBox's own folds (Ma et al., Interspeech 2024): ``folder`` is EmoBox's
+folder}``                 ``data/<dataset>`` with ``fold_<k>/`` lists, read by
+                          :mod:`serkit.evaluation.fold_lists`; speaker-dependent where its lists are
 ========================  =====================================================================
 
 Every protocol takes ``valid``: ``{speakers: n}`` or ``{fraction: f}`` (share of the fold's
@@ -24,7 +30,8 @@ rows are the rows of speakers drawn, per fold, from that fold's *training* speak
 never touch the test speakers; the draw is deterministic given ``seed`` and the fold's position.
 For ``kfold`` (where every speaker is also a test speaker) only ``{fraction: f}`` is accepted and
 the validation rows are a stratified random share of the training utterances. For ``predefined``,
-``valid`` may instead be a list or file of utterance ids.
+``valid`` may instead be a list or file of utterance ids; ``emobox`` takes EmoBox's validation
+lists when its folders have them (and then refuses ``valid``).
 
 ``loso_session`` with ``split_test: true`` is the IEMOCAP protocol of Zhao et al. 2019
 (attention-BLSTM-FCN, Sec. IV-A): train on the speakers of four sessions, split the held-out
@@ -44,8 +51,9 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedKFold, train_test_split
 
 from serkit.errors import ConfigError
+from serkit.evaluation.fold_lists import read_emobox_folds
 
-PROTOCOLS = ("loso", "loso_session", "lkgo", "predefined", "kfold")
+PROTOCOLS = ("loso", "loso_session", "lkgo", "predefined", "kfold", "emobox")
 
 SPEAKER_DEPENDENT_WARNING = (
     "SPEAKER-DEPENDENT: test speakers also appear in training; results are not comparable "
@@ -58,6 +66,7 @@ _OPTIONS = {
     "lkgo": {"valid", "k", "seed"},
     "predefined": {"valid", "train", "test"},
     "kfold": {"valid", "k", "seed"},
+    "emobox": {"valid", "folder"},
 }
 
 
@@ -148,7 +157,9 @@ def make_folds(table: pd.DataFrame, spec: dict[str, Any] | str) -> Protocol:
 
     Raises:
         ConfigError: unknown protocol or option, bad option value, fewer than 2 speakers
-            (sessions, groups) to split, unknown or overlapping ids in ``predefined``.
+            (sessions, groups) to split, unknown or overlapping ids in ``predefined``, or fold
+            lists ``emobox`` cannot match to the table
+            (:func:`~serkit.evaluation.fold_lists.read_emobox_folds`).
     """
     if isinstance(spec, str):
         spec = {"name": spec}
@@ -170,6 +181,7 @@ def make_folds(table: pd.DataFrame, spec: dict[str, Any] | str) -> Protocol:
         "lkgo": _lkgo,
         "predefined": _predefined,
         "kfold": _kfold,
+        "emobox": _emobox,
     }
     folds, resolved = builders[name](table, speakers, options)
 
@@ -335,6 +347,21 @@ def _kfold(table: pd.DataFrame, speakers: np.ndarray, options: dict) -> tuple[li
         for i, (tr, te) in enumerate(splitter.split(np.zeros(len(labels)), labels))
     ]
     return folds, {"k": k, "seed": seed, "speaker_dependent": True}
+
+
+def _emobox(table: pd.DataFrame, speakers: np.ndarray, options: dict) -> tuple[list[Fold], dict]:
+    if "folder" not in options:
+        raise ConfigError("protocol emobox: needs 'folder', EmoBox's data/<dataset> folder of fold_<k> lists")
+    lists = read_emobox_folds(options["folder"], table)
+    has_valid = [f.name for f in lists.folds if "valid" in f.rows]
+    if has_valid and "valid" in options:
+        raise ConfigError(f"protocol emobox: {has_valid[0]} has EmoBox's own valid list; drop the 'valid' option")
+    folds = [
+        Fold(name=f.name, train=f.rows["train"], test=f.rows["test"], valid=f.rows.get("valid")) for f in lists.folds
+    ]
+    resolved = {"folder": str(Path(options["folder"]).expanduser()), "dataset": lists.dataset,
+                "sha256": lists.sha256, "n_unlisted": lists.n_unlisted}  # fmt: skip
+    return folds, resolved
 
 
 # --------------------------------------------------------------------------- helpers
