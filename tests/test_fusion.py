@@ -138,3 +138,25 @@ def test_an_input_missing_in_every_training_row_is_left_out_and_its_partner_spea
     fused.fit({"mid": X, "side": side}, y, labels=["a", "b"], groups=groups)
     assert fused.absent_ == ["side"] and fused.fit_info()["absent_inputs"] == ["side"]
     np.testing.assert_allclose(fused.predict_proba({"mid": X, "side": side}), alone.predict_proba({"mid": X}))
+
+
+def test_each_input_may_have_its_own_member_model(tmp_path):
+    from serkit.features.layout import Layout
+
+    rng = np.random.default_rng(2)
+    y, groups = np.tile([0, 0, 1, 1], 4), np.repeat(["s1", "s2", "s3", "s4"], 4)
+    enc = rng.normal(size=(16, 8))  # two "layers" of 4 units; the second carries the classes
+    enc[:, 4:] += np.eye(2)[y] @ rng.normal(size=(2, 4)) * 3
+    func = rng.normal(size=(16, 5)) + np.eye(2)[y] @ rng.normal(size=(2, 5))
+    config = {"member": {"name": "linear_svm", "config": {"C": 0.1}},
+              "members": {"enc": {"name": "linear_svm", "config": {"C": 0.1, "select": "layer"}}}}  # fmt: skip
+    fused = get_model("score_fusion", config)
+    fused.fit({"enc": enc, "func": func}, y, labels=["a", "b"], groups=groups,
+              layouts={"enc": Layout.of(("layer", 2), ("unit", 4)), "func": Layout.flat(5)})  # fmt: skip
+    assert fused.members_["enc"].block_ == "1" and fused.members_["func"].config.select is None
+    fused.save(tmp_path)
+    again = type(fused).load(tmp_path, fused.describe()["config"])
+    X = {"enc": enc, "func": func}
+    np.testing.assert_allclose(again.predict_proba(X), fused.predict_proba(X))
+    with pytest.raises(ConfigError, match="not inputs"):
+        get_model("score_fusion", {"members": {"other": {"name": "linear_svm"}}}).fit(X, y, labels=["a", "b"], groups=groups)

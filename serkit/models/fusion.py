@@ -263,10 +263,13 @@ class ScoreFusionConfig:
             side]]``); ``None``: all inputs as one group (one or two inputs).
         member: the model of every input, ``{name: NAME, config: {...}}``; it must offer
             ``out_of_fold_proba()`` when weights are searched (``linear_svm`` does).
+        members: input key -> its own ``{name, config}``, in place of ``member`` for that input
+            (encoder statistics that choose a layer beside functionals that have none).
     """
 
     groups: tuple | None = None
     member: Mapping[str, Any] = field(default_factory=lambda: {"name": "linear_svm", "config": {}})
+    members: Mapping[str, Any] = field(default_factory=dict)
 
 
 @register
@@ -286,15 +289,21 @@ class ScoreFusion(SERModel):
         c = self.config
         if c.groups is not None:
             check_groups(c.groups)
-        member = c.member
-        check_option(
-            isinstance(member, Mapping) and isinstance(member.get("name"), str) and set(member) <= {"name", "config"},
-            self.name, f"member must be {{name: MODEL, config: {{...}}}}, got {member!r}",
-        )  # fmt: skip
-        self._member()  # an unknown model or a bad member config fails here, before any work
+        check_option(isinstance(c.members, Mapping), self.name, f"members must map input keys to models, got {c.members!r}")
+        for member in (c.member, *c.members.values()):
+            check_option(
+                isinstance(member, Mapping) and isinstance(member.get("name"), str) and set(member) <= {"name", "config"},
+                self.name, f"a member must be {{name: MODEL, config: {{...}}}}, got {member!r}",
+            )  # fmt: skip
+        for key in (None, *c.members):
+            self._member(key)  # an unknown model or a bad member config fails here, before any work
 
-    def _member(self) -> SERModel:
-        return get_model(self.config.member["name"], self.config.member.get("config") or {})
+    def _spec(self, key: str | None) -> Mapping[str, Any]:
+        return self.config.members.get(key, self.config.member)
+
+    def _member(self, key: str | None) -> SERModel:
+        spec = self._spec(key)
+        return get_model(spec["name"], spec.get("config") or {})
 
     def _groups(self, keys: Sequence[str]) -> tuple[tuple[str, ...], ...]:
         groups = check_groups(self.config.groups) if self.config.groups is not None else None
@@ -335,6 +344,9 @@ class ScoreFusion(SERModel):
                 (or too few training speakers for them).
         """
         self.groups_ = self._groups(list(X))
+        unknown = sorted(set(self.config.members) - set(X))
+        if unknown:
+            raise ConfigError(f"{self.name}: members name {unknown}, which are not inputs {sorted(X)}")
         present = self._present(X)
         y = np.asarray(y, dtype=int)
         groups = None if groups is None else np.asarray(groups)
@@ -349,7 +361,7 @@ class ScoreFusion(SERModel):
                 self.absent_.append(key)
                 log.warning("%s: input %s is missing in every training utterance; left out", self.name, key)
                 continue
-            member = self._member()
+            member = self._member(key)
             member.fit(
                 {key: data[rows]}, y[rows], labels=labels, groups=None if groups is None else groups[rows], seed=seed,
                 layouts=None if layouts is None or key not in layouts else {key: layouts[key]},
@@ -446,9 +458,10 @@ class ScoreFusion(SERModel):
             keys = list(state["members"])
         except (OSError, KeyError, TypeError, ValueError, ConfigError, json.JSONDecodeError) as exc:
             raise BundleError(f"{directory / 'fusion.json'}: cannot load the score fusion ({exc})") from exc
-        member = model_class(model.config.member["name"])
-        member_config = model.config.member.get("config") or {}
-        model.members_ = {key: member.load(directory / f"member-{i}", member_config) for i, key in enumerate(keys)}
+        model.members_ = {}
+        for i, key in enumerate(keys):
+            spec = model._spec(key)
+            model.members_[key] = model_class(spec["name"]).load(directory / f"member-{i}", spec.get("config") or {})
         return model
 
 
