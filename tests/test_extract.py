@@ -184,6 +184,79 @@ def test_too_short_files_fail_with_the_minimum_duration(tmp_path, emodb_files):
     assert list(strict.failures) == [emodb_files[0].stem]
 
 
+# --------------------------------------------------------------------------- batches
+
+
+@register
+class BatchingStats(CountingStats):
+    """Test extractor that batches: frame-level RMS over 10-ms frames; records each batch's lengths."""
+
+    name = "test_batching_stats"
+    level = "frame"
+
+    def __init__(self, config=None, **overrides):
+        self.batches: list[list[int]] = []
+        super().__init__(config, **overrides)
+
+    @property
+    def batch_size(self) -> int:
+        return 3
+
+    @property
+    def dim(self) -> int:
+        return 1
+
+    def extract(self, audio: Audio) -> np.ndarray:
+        require_rate(audio, 16000, self.name)
+        if audio.n_samples < 160:
+            raise TooShortAudioError(f"{self.name} needs 160 samples", audio.path)
+        x = audio.samples[0, : audio.n_samples // 160 * 160].reshape(-1, 160)
+        return (self.config.scale * np.sqrt((x.astype(np.float64) ** 2).mean(axis=1)))[:, None].astype(np.float32)
+
+    def extract_batch(self, audios):
+        self.batches.append([a.n_samples for a in audios])
+        return [self.extract(a) for a in audios]
+
+
+def test_batches_group_similar_lengths_and_results_keep_table_order(tmp_path, emodb_files):
+    table = table_of(emodb_files)
+    extractor = BatchingStats()
+    batched = extract_features(table, extractor, cache_dir=tmp_path, progress=False)
+    assert batched.ids == [p.stem for p in emodb_files]  # table order, not length order
+    lengths = sorted(sf.info(p).frames for p in emodb_files)
+    assert extractor.batches == [lengths[:3], lengths[3:]]  # shortest three, then the rest
+    for path, values in zip(emodb_files, batched.values, strict=True):
+        np.testing.assert_array_equal(values, extractor.extract(load_audio(path)))
+    # One cache entry per file, each equal to the file's own features; a second run reads them.
+    assert len(list(cache_folder(tmp_path, extractor).glob("*.npy"))) == len(emodb_files)
+    again = BatchingStats()
+    cached = extract_features(table, again, cache_dir=tmp_path, progress=False)
+    assert again.batches == [] and all(np.array_equal(a, b) for a, b in zip(batched.values, cached.values, strict=True))
+    parallel = extract_features(table, BatchingStats(), n_jobs=2, progress=False)
+    assert parallel.ids == batched.ids
+    assert all(np.array_equal(a, b) for a, b in zip(batched.values, parallel.values, strict=True))
+
+
+def test_a_failing_file_in_a_batch_fails_alone(tmp_path, emodb_files):
+    short = tmp_path / "short.wav"
+    sf.write(short, np.full(100, 0.1, dtype=np.float32), 16000)  # too short for the extractor only
+    table = table_of([emodb_files[0], short, emodb_files[1], emodb_files[2]])
+    extractor = BatchingStats()
+    result = extract_features(table, extractor, progress=False, min_duration=0.0)
+    assert result.ids == [p.stem for p in emodb_files[:3]]
+    assert list(result.failures) == ["short"] and "160 samples" in result.failures["short"]
+    assert extractor.batches[0][0] == 100 and len(extractor.batches[0]) == 3  # it was batched, then retried
+
+
+def test_a_batch_with_the_wrong_number_of_results_stops_the_run(emodb_files):
+    class Lossy(BatchingStats):
+        def extract_batch(self, audios):
+            return super().extract_batch(audios)[:-1]
+
+    with pytest.raises(FeatureError, match="2 results for 3"):
+        extract_features(table_of(emodb_files[:3]), Lossy(), progress=False)
+
+
 @pytest.mark.parametrize(
     ("table", "kwargs", "error"),
     [

@@ -5,6 +5,9 @@ It declares the sample rate it needs, whether it returns frame-level ``(frames, 
 utterance-level ``(dims,)`` float32 arrays, its frame shift in seconds and its output dimension.
 ``extract`` takes an :class:`~serkit.audio.Audio` that is already at ``sample_rate`` and mono
 (the pipeline in :mod:`serkit.features.extract` resamples and selects the channel, visibly).
+An extractor that runs faster on several recordings at once (a network) overrides
+``extract_batch`` and says how many it wants in ``batch_size``; the pipeline then hands it
+recordings of similar length together.
 
 Adding a feature is one class decorated by :func:`register` and, for ``serkit list`` and recipes
 to find it without an import, an entry point in the ``serkit.extractors`` group
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -67,6 +71,29 @@ class Extractor(Configurable, ABC):
             SampleRateError: ``audio`` is not at :attr:`sample_rate`.
             AudioError: ``audio`` has more than one channel, or is too short for one frame.
         """
+
+    @property
+    def batch_size(self) -> int:
+        """Most recordings :meth:`extract_batch` should get at once (1: batching gains nothing).
+
+        :func:`~serkit.features.extract.extract_features` hands the extractor groups of up to
+        this many recordings of similar length. Not part of the config or the cache key:
+        batching may change float rounding, never the features.
+        """
+        return 1
+
+    def extract_batch(self, audios: Sequence[Audio]) -> list[np.ndarray]:
+        """:meth:`extract` of several recordings (each as :meth:`extract` requires).
+
+        Returns:
+            One array per recording, in order, each equal to :meth:`extract` of it up to float
+            rounding. This default calls :meth:`extract` one recording at a time; an extractor
+            that gains from batching overrides it and raises :attr:`batch_size`.
+
+        Raises:
+            What :meth:`extract` raises, for the first recording that fails.
+        """
+        return [self.extract(audio) for audio in audios]
 
     @property
     def layout(self) -> Layout:

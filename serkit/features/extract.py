@@ -13,6 +13,13 @@ under the same name, the channel, the package version) misses the cache. Writes 
 temporary file in the same folder and are renamed into place (``os.replace``), so a crashed or
 concurrent run never leaves a half-written entry. The folder also holds ``extractor.json``.
 
+Batches: an extractor whose :attr:`~Extractor.batch_size` exceeds 1 (a network) gets its files
+in groups: the table's files are ordered by duration (read from their headers), cut into chunks
+(one per worker task), and each chunk's files are handed to :meth:`~Extractor.extract_batch` up
+to ``batch_size`` at a time (and at most :data:`BATCH_SECONDS` of audio), so a batch holds
+recordings of similar length. Results come back in table order, and cache entries stay one per
+file, the same whether a file was computed alone or in a batch (equal up to float rounding).
+
 Failures: a file that raises :class:`~serkit.errors.AudioError` (unreadable, empty, too short,
 NaN, out of range, unusable channel) or whose features come out unusable
 (:class:`~serkit.errors.FeatureError`, e.g. openSMILE returning NaN) is skipped, its message is
@@ -53,6 +60,8 @@ log = logging.getLogger(__name__)
 
 Channel = str | int
 CHANNELS = ("downmix", *STEREO_VIEWS)
+#: Most seconds of audio in one :meth:`~Extractor.extract_batch` call (a longer file goes alone).
+BATCH_SECONDS = 300.0
 
 
 # --------------------------------------------------------------------------- results
@@ -266,15 +275,54 @@ def _cached_file_rate(data: bytes, path: str, min_duration: float) -> int:
     return int(info.samplerate)
 
 
-def _process_file(
+def _process_chunk(
+    jobs: list[_Job], extractor: Extractor, channel: Channel, folder: Path | None, min_duration: float
+) -> list[_Outcome]:
+    """Outcomes of ``jobs`` in order: cache hits read, the other files extracted in batches.
+
+    Files are loaded as they come and handed to :meth:`~Extractor.extract_batch` whenever
+    ``batch_size`` of them (or :data:`BATCH_SECONDS` of audio) are waiting.
+    """
+    done: dict[str, _Outcome] = {}
+    waiting: list[_Loaded] = []
+    for job in jobs:
+        try:
+            loaded = _load(job, extractor, channel, folder, min_duration)
+        except (AudioError, FeatureError) as exc:
+            done[job.utterance_id] = _Outcome(job.utterance_id, None, None, str(exc))
+            continue
+        if isinstance(loaded, _Outcome):
+            done[job.utterance_id] = loaded
+            continue
+        waiting.append(loaded)
+        if len(waiting) >= extractor.batch_size or sum(w.audio.duration for w in waiting) >= BATCH_SECONDS:
+            done.update(_extract_batch(waiting, extractor))
+            waiting = []
+    if waiting:
+        done.update(_extract_batch(waiting, extractor))
+    return [done[job.utterance_id] for job in jobs]
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    job: _Job
+    audio: Audio  # mono, at the extractor's rate
+    source_rate: int
+    entry: Path | None  # where the cache entry goes
+
+
+def _load(
     job: _Job, extractor: Extractor, channel: Channel, folder: Path | None, min_duration: float
-) -> _Outcome:
-    """Features of one file (from the cache when there), or the AudioError's message."""
-    try:
-        if folder is None:
-            audio = load_audio(job.path, min_duration=min_duration)
-            values = extract_audio(audio, extractor, channel)
-            return _Outcome(job.utterance_id, values, audio.sample_rate, None)
+) -> _Loaded | _Outcome:
+    """The cached features of one file (an outcome), or its audio ready for the extractor.
+
+    Raises:
+        AudioError: the file is unusable or lacks the channel.
+    """
+    if folder is None:
+        audio = load_audio(job.path, min_duration=min_duration)
+        entry = None
+    else:
         data = _read_bytes(job.path)
         entry = folder / f"{cache_key(data, extractor, channel)}.npy"
         if entry.is_file():
@@ -284,17 +332,39 @@ def _process_file(
             except (OSError, ValueError, EOFError):
                 log.warning("cache entry %s is unreadable; recomputing", entry)
         audio = load_audio(data, min_duration=min_duration, name=job.path)
-        values = extract_audio(audio, extractor, channel)
-        _save_array(entry, values)
-        return _Outcome(job.utterance_id, values, audio.sample_rate, None)
+    mono = select_channel(audio, channel).resample(extractor.sample_rate)
+    return _Loaded(job, mono, audio.sample_rate, entry)
+
+
+def _extract_batch(batch: list[_Loaded], extractor: Extractor) -> dict[str, _Outcome]:
+    """Features of loaded files in one :meth:`~Extractor.extract_batch` call, written to the cache.
+
+    When the batch raises an AudioError or FeatureError, its files are retried one at a time,
+    so only the culprits fail.
+
+    Raises:
+        FeatureError: the extractor returned a different number of results than it got files
+            (a broken extractor: the run stops).
+    """
+    try:
+        values = extractor.extract_batch([item.audio for item in batch])
     except (AudioError, FeatureError) as exc:
-        return _Outcome(job.utterance_id, None, None, str(exc))
-
-
-def _process_chunk(
-    jobs: list[_Job], extractor: Extractor, channel: Channel, folder: Path | None, min_duration: float
-) -> list[_Outcome]:
-    return [_process_file(job, extractor, channel, folder, min_duration) for job in jobs]
+        if len(batch) == 1:
+            uid = batch[0].job.utterance_id
+            return {uid: _Outcome(uid, None, None, str(exc))}
+        out: dict[str, _Outcome] = {}
+        for item in batch:
+            out.update(_extract_batch([item], extractor))
+        return out
+    if len(values) != len(batch):
+        raise FeatureError(f"{extractor.name}: extract_batch returned {len(values)} results for {len(batch)} recordings")
+    out = {}
+    for item, value in zip(batch, values, strict=True):
+        value = np.asarray(value, dtype=np.float32)
+        if item.entry is not None:
+            _save_array(item.entry, value)
+        out[item.job.utterance_id] = _Outcome(item.job.utterance_id, value, item.source_rate, None)
+    return out
 
 
 # --------------------------------------------------------------------------- the table
@@ -354,11 +424,13 @@ def extract_features(
             text = json.dumps(info, indent=2, sort_keys=True, default=str)
             atomic_write_text(folder / "extractor.json", text)
 
-    outcomes: list[_Outcome] = []
+    order = sorted(jobs, key=lambda job: _duration(job.path)) if extractor.batch_size > 1 else jobs
+    found: dict[str, _Outcome] = {}
     with progress_bar(progress, f"{extractor.name} features", len(jobs)) as advance:
-        for chunk in _run(jobs, extractor, channel, folder, min_duration, n_jobs):
-            outcomes.extend(chunk)
+        for chunk in _run(order, extractor, channel, folder, min_duration, n_jobs):
+            found.update((o.utterance_id, o) for o in chunk)
             advance(len(chunk))
+    outcomes = [found[job.utterance_id] for job in jobs]
 
     result = FeatureSet(
         ids=[o.utterance_id for o in outcomes if o.error is None],
@@ -385,20 +457,29 @@ def _names(extractor: Extractor) -> list[str]:
     return list(names)
 
 
+def _duration(path: str) -> float:
+    """Seconds of audio from the file's header (0 when unreadable: the file fails later, with its reason)."""
+    try:
+        return float(sf.info(path).duration)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
+        return 0.0
+
+
 def _run(
     jobs: list[_Job], extractor: Extractor, channel: Channel, folder: Path | None, min_duration: float, n_jobs: int
 ) -> Iterator[list[_Outcome]]:
-    """Outcomes in job order, chunk by chunk (one file per chunk in-process)."""
+    """Outcomes in job order, chunk by chunk (in-process: one batch of files per chunk)."""
     workers = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
+    batch = max(1, int(extractor.batch_size))
     if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield [_process_file(job, extractor, channel, folder, min_duration)]
+        for i in range(0, len(jobs), batch):
+            yield _process_chunk(jobs[i : i + batch], extractor, channel, folder, min_duration)
         return
     from joblib import Parallel, delayed
 
     # A few chunks per worker: the extractor is pickled once per chunk, not once per file,
-    # and progress still moves several times per worker.
-    size = max(1, min(32, math.ceil(len(jobs) / (4 * workers))))
+    # and progress still moves several times per worker; a chunk holds at least one batch.
+    size = max(batch, min(32, math.ceil(len(jobs) / (4 * workers))))
     chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
     parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator")
     task = delayed(_process_chunk)
