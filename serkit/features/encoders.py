@@ -28,12 +28,22 @@ output, after Whisper's final layer norm, which is what ``transformers`` returns
 hidden state and CTranslate2's ``encode`` returns. ``layer = "all"`` concatenates the ``L + 1``
 states along the last axis (layer-major: columns ``[k*d, (k+1)*d)`` hold layer ``k``; the layout
 says ``layer × unit``), for a model that learns a weighted sum of layers or chooses among them.
+``layer = {"up_to": k}`` (YAML ``layer: {up_to: k}``) holds layers ``0..k`` the same way: the
+first ``(k + 1) d`` columns of ``"all"`` (``{"up_to": L}`` is ``"all"``), so index ``i`` of the
+``layer`` axis is still encoder layer ``i`` for ``select`` and ``linear_svm``'s ``select: layer``.
+
+**Cost.** Whisper runs only the blocks the layers need: ``max(layers)`` of them (a middle layer
+or ``up_to: k`` costs the front end plus ``k`` blocks, not ``L``). :meth:`SpeechEncoder.extract_batch`
+runs several recordings in one pass (:mod:`serkit.features.whisper_forward`: packed frames, no
+padding in the products), and :attr:`SpeechEncoder.batch_size` asks the extraction pipeline for
+batches of similar length. wav2vec 2.0 runs every layer, one recording at a time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +60,17 @@ from serkit.features.whisper import (
     WHISPER_MODELS,
     WHISPER_N_FFT,
     build_whisper_encoder,
-    whisper_hidden_states,
     whisper_log_mel,
     whisper_mel_filters,
 )
+from serkit.features.whisper_forward import fuse_whisper, whisper_hidden_states
 from serkit.io import sha256_file
 
 ENCODERS = (*WHISPER_MODELS, "wav2vec2")
+#: Recordings per Whisper batch the extraction pipeline is asked for (``benchmarks/bench_encoder.py``).
+WHISPER_BATCH = 8
+#: Most mel frames (10 ms each) one Whisper pass takes: 240 s, eight 30-s pieces.
+WHISPER_PASS_FRAMES = 24000
 
 
 # --------------------------------------------------------------------------- wav2vec 2.0
@@ -87,6 +101,23 @@ def wav2vec2_weight_hashes(path: str) -> dict[str, str]:
     return {f.name: sha256_file(f) for f in files}
 
 
+# --------------------------------------------------------------------------- Whisper
+
+
+@lru_cache(maxsize=2)
+def whisper_network(model: str) -> Any:
+    """The fused, frozen Whisper ``model``, built once per process and shared (never modified).
+
+    Extraction workers unpickle the extractor once per chunk of files, without its network
+    (:meth:`SpeechEncoder.__getstate__`); this keeps each worker process from reading, checking
+    and rebuilding the weights (about 2 s for Whisper base) for every chunk.
+
+    Raises:
+        ConfigError, FeatureError: see :func:`~serkit.features.whisper.build_whisper_encoder`.
+    """
+    return fuse_whisper(build_whisper_encoder(model))
+
+
 # --------------------------------------------------------------------------- the extractor
 
 
@@ -98,7 +129,8 @@ class SpeechEncoder(Extractor):
         model: ``"whisper-base"``, ``"whisper-tiny.en"`` or ``"wav2vec2"``.
         path: for ``"wav2vec2"``, a local model folder or a cached model name (required);
             must be ``None`` for the Whisper models, whose weights come from their packages.
-        layer: ``0..L``, ``-1`` (encoder output, the default) or ``"all"`` (module docstring).
+        layer: ``0..L``, ``-1`` (encoder output, the default), ``"all"`` or ``{"up_to": k}``
+            (layers ``0..k``; module docstring).
         sha256: for ``"wav2vec2"``, optional ``{file name: SHA-256}``-style pinning as a tuple
             of ``"name:digest"`` strings; a mismatch raises :class:`FeatureError`.
         normalize: ``"wav2vec2"`` only: standardise each recording to zero mean, unit variance
@@ -107,9 +139,10 @@ class SpeechEncoder(Extractor):
     Output: float32 ``(frames, dim)``; Whisper: ``ceil((n // 160) / 2)`` frames for ``n``
     samples (per 30-s piece); wav2vec 2.0: its convolutional front end's frame count.
     ``dim`` is the encoder width ``d`` (512 Whisper base, 384 tiny.en, 768 wav2vec2-base),
-    times ``L + 1`` for ``layer="all"``.
+    times the number of layers held (``L + 1`` for ``layer="all"``, ``k + 1`` for ``up_to: k``).
 
-    The network is loaded on first use, not pickled, and frozen (``torch.no_grad``, eval mode).
+    The network is loaded on first use (Whisper: once per process, :func:`whisper_network`), not
+    pickled, and frozen (``torch.inference_mode``, eval mode).
     """
 
     name = "speech_encoder"
@@ -120,7 +153,7 @@ class SpeechEncoder(Extractor):
     class Config:
         model: str = "whisper-base"
         path: str | None = None
-        layer: int | str = -1
+        layer: int | str | Mapping[str, int] = -1
         sha256: tuple[str, ...] = ()
         normalize: bool = True
 
@@ -140,10 +173,13 @@ class SpeechEncoder(Extractor):
             who,
             "path is required for model 'wav2vec2' and not allowed for the Whisper models",
         )
+        up_to = isinstance(c.layer, Mapping) and set(c.layer) == {"up_to"}
         check_option(
-            c.layer == "all" or (is_integer(c.layer) and c.layer >= -1),
+            c.layer == "all"
+            or (is_integer(c.layer) and c.layer >= -1)
+            or (up_to and is_integer(c.layer["up_to"]) and c.layer["up_to"] >= 0),
             who,
-            f"layer must be 'all', -1 or a block index >= 0, got {c.layer!r}",
+            f"layer must be 'all', -1, a block index >= 0 or {{up_to: index >= 0}}, got {c.layer!r}",
         )
         check_option(
             isinstance(c.normalize, bool),
@@ -198,8 +234,7 @@ class SpeechEncoder(Extractor):
 
     @property
     def dim(self) -> int:
-        n_layers, width = self.shape
-        return width * (n_layers + 1) if self.config.layer == "all" else width
+        return self.shape[1] * len(self.layers)
 
     @property
     def frame_shift(self) -> float:
@@ -207,43 +242,53 @@ class SpeechEncoder(Extractor):
 
     @property
     def layout(self) -> Layout:
-        """``layer`` (``L + 1`` hidden states for ``layer="all"``, else 1) × ``unit`` (the width ``d``)."""
-        n_layers, width = self.shape
-        return Layout.of((LAYER, n_layers + 1 if self.config.layer == "all" else 1), (UNIT, width))
+        """``layer`` (the :attr:`layers` held, in order) × ``unit`` (the width ``d``)."""
+        return Layout.of((LAYER, len(self.layers)), (UNIT, self.shape[1]))
 
     @property
-    def layer_index(self) -> int | None:
-        """Hidden-state index used (``None`` for all), validated against the encoder's depth.
+    def layers(self) -> tuple[int, ...]:
+        """Hidden-state indices held, ascending: ``(0, ..., L)`` for ``"all"``, ``(0, ..., k)``
+        for ``{up_to: k}``, ``(k,)`` for one layer (``(L,)`` for ``-1``).
 
         Raises:
-            ConfigError: ``layer`` beyond the encoder's ``L`` blocks.
+            ConfigError: a layer beyond the encoder's ``L`` blocks.
         """
         layer, n_layers = self.config.layer, self.shape[0]
         if layer == "all":
-            return None
-        if layer > n_layers:
+            return tuple(range(n_layers + 1))
+        top = int(layer["up_to"]) if isinstance(layer, Mapping) else n_layers if layer == -1 else int(layer)
+        if top > n_layers:
             raise ConfigError(
-                f"{self.name}: layer {layer} asked for, {self.config.model} has {n_layers} blocks"
+                f"{self.name}: layer {top} asked for, {self.config.model} has {n_layers} blocks"
             )
-        return n_layers if layer == -1 else int(layer)
+        return tuple(range(top + 1)) if isinstance(layer, Mapping) else (top,)
+
+    @property
+    def n_blocks(self) -> int:
+        """Transformer blocks that must run: the highest layer held."""
+        return self.layers[-1]
+
+    @property
+    def batch_size(self) -> int:
+        """:data:`WHISPER_BATCH` for Whisper; 1 for wav2vec 2.0 (see :meth:`extract_batch`)."""
+        return WHISPER_BATCH if self.config.model in WHISPER_MODELS else 1
 
     @property
     def names(self) -> list[str]:
         """Column names ``enc<layer>_<unit>``."""
-        n_layers, width = self.shape
-        layers = range(n_layers + 1) if self.layer_index is None else [self.layer_index]
-        return [f"enc{k}_{j}" for k in layers for j in range(width)]
+        return [f"enc{k}_{j}" for k in self.layers for j in range(self.shape[1])]
 
     # ------------------------------------------------------------------ computation
 
     @property
     def network(self) -> Any:
-        """The frozen torch module (built once per process)."""
+        """The frozen network, built once per process: a
+        :class:`~serkit.features.whisper_forward.FusedWhisper` or a ``Wav2Vec2Model``."""
         if self._net is None:
             c = self.config
             self.weights_sha256  # noqa: B018 - verify the files before loading them
             if c.model in WHISPER_MODELS:
-                self._net = build_whisper_encoder(c.model)
+                self._net = whisper_network(c.model)
             else:
                 from transformers import Wav2Vec2Model
 
@@ -253,14 +298,16 @@ class SpeechEncoder(Extractor):
         return self._net
 
     @cached_property
-    def _filters(self) -> np.ndarray:
-        return whisper_mel_filters(self.network.config.num_mel_bins)
-
-    def _select(self, states: list[Any]) -> Any:
+    def _filters(self) -> Any:
         import torch
 
-        index = self.layer_index
-        return torch.cat(states, dim=-1) if index is None else states[index]
+        return torch.from_numpy(whisper_mel_filters(self.network.n_mels))
+
+    def _select(self, states: Sequence[Any]) -> Any:
+        import torch
+
+        chosen = [states[k] for k in self.layers]
+        return chosen[0] if len(chosen) == 1 else torch.cat(chosen, dim=-1)
 
     def extract(self, audio: Audio) -> np.ndarray:
         """Encoder frames of mono 16 kHz ``audio``.
@@ -270,58 +317,46 @@ class SpeechEncoder(Extractor):
 
         Raises:
             SampleRateError, AudioError, TooShortAudioError: see
-                :func:`~serkit.features.spectral.check_input`; at least 400 samples (25 ms)
+                :func:`~serkit.features.base.check_input`; at least 400 samples (25 ms)
                 are needed.
             ConfigError, FeatureError: weights missing or failing their SHA-256 check.
         """
         return self.extract_batch([audio])[0]
 
-    def extract_batch(self, audios: list[Audio]) -> list[np.ndarray]:
-        """:meth:`extract` for several recordings in one forward pass per 30-s piece (Whisper).
+    def extract_batch(self, audios: Sequence[Audio]) -> list[np.ndarray]:
+        """:meth:`extract` for several recordings (Whisper: passes over their 30-s pieces together).
 
-        Whisper rows are zero-padded to the longest and masked, so each result equals the
-        one-at-a-time result up to float rounding. wav2vec 2.0 runs one recording at a time
-        (its base configuration normalises over time, which padding would change).
+        Whisper's pieces go through :func:`~serkit.features.whisper_forward.whisper_hidden_states`
+        in passes of at most :data:`WHISPER_PASS_FRAMES` mel frames, each running only the
+        :attr:`n_blocks` blocks the layers need; each result equals the one-at-a-time result up
+        to float rounding. wav2vec 2.0 runs one recording at a time (its base configuration
+        normalises over time, which padding would change).
+
+        Raises:
+            As :meth:`extract`, for the first recording that fails.
         """
         import torch
 
-        signals = [
-            check_input(a, SAMPLE_RATE, WHISPER_N_FFT, self.name) for a in audios
-        ]
+        signals = [check_input(a, SAMPLE_RATE, WHISPER_N_FFT, self.name) for a in audios]
         net = self.network
-        with torch.no_grad():
-            if self.config.model not in WHISPER_MODELS:
+        if self.config.model not in WHISPER_MODELS:
+            with torch.inference_mode():
                 return [self._wav2vec2(net, x) for x in signals]
-            pieces = [
-                [x[i : i + WHISPER_CHUNK] for i in range(0, len(x), WHISPER_CHUNK)]
-                for x in signals
-            ]
-            # A tail of at most 200 samples (12.5 ms) after a 30-s piece cannot be framed: drop it.
-            pieces = [
-                [p for p in ps if len(p) > WHISPER_N_FFT // 2] or ps[:1]
-                for ps in pieces
-            ]
-            flat = [p for ps in pieces for p in ps]
-            mels = [whisper_log_mel(p, self._filters) for p in flat]
-            lengths = torch.tensor([m.shape[1] for m in mels])
-            batch = torch.zeros((len(mels), mels[0].shape[0], int(lengths.max())))
-            for i, m in enumerate(mels):
-                batch[i, :, : m.shape[1]] = torch.from_numpy(m)
-            n_blocks = self.layer_index  # None (all layers) runs every block
-            states = whisper_hidden_states(
-                net, batch, lengths if len(mels) > 1 else None, n_blocks
-            )
-            out = self._select(states)
-            frames = [
-                out[i, : (int(n) + 1) // 2].numpy() for i, n in enumerate(lengths)
-            ]
+        # 30-s pieces; a tail of at most 200 samples (12.5 ms) after one cannot be framed: dropped.
+        pieces = [
+            [p for i in range(0, len(x), WHISPER_CHUNK) if len(p := x[i : i + WHISPER_CHUNK]) > WHISPER_N_FFT // 2]
+            or [x[:WHISPER_CHUNK]]
+            for x in signals
+        ]
+        mels = [whisper_log_mel(p, self._filters) for ps in pieces for p in ps]
+        frames: list[np.ndarray] = []
+        for group in _passes([m.shape[-1] for m in mels], WHISPER_PASS_FRAMES):
+            states, counts = whisper_hidden_states(net, [mels[i] for i in group], self.n_blocks)
+            frames.extend(t.numpy() for t in torch.split(self._select(states), counts))
         results, start = [], 0
         for ps in pieces:
-            results.append(
-                np.concatenate(frames[start : start + len(ps)], axis=0).astype(
-                    np.float32
-                )
-            )
+            part = frames[start : start + len(ps)]
+            results.append(part[0] if len(part) == 1 else np.concatenate(part, axis=0))
             start += len(ps)
         return results
 
@@ -333,3 +368,17 @@ class SpeechEncoder(Extractor):
         wave = torch.from_numpy(x.astype(np.float32))[None, :]
         states = list(net(wave, output_hidden_states=True).hidden_states)
         return self._select(states)[0].numpy().astype(np.float32)
+
+
+def _passes(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive indices of ``lengths`` grouped so that each group sums to at most ``budget``
+    (a longer single item forms its own group)."""
+    groups: list[list[int]] = []
+    total = budget + 1
+    for i, n in enumerate(lengths):
+        if total + n > budget:
+            groups.append([])
+            total = 0
+        groups[-1].append(i)
+        total += n
+    return groups

@@ -11,8 +11,9 @@ The weights (no download, SHA-256 pinned in :data:`WHISPER_MODELS`):
 **Without 30-s padding.** The CTranslate2 file is read by :func:`read_ctranslate2` (a plain list
 of named arrays) and rebuilt as a ``transformers`` ``WhisperEncoder`` loaded with ``strict=True``
 (no missing or unexpected keys). ``WhisperEncoder.forward`` insists on 3000 mel frames (30 s);
-:func:`whisper_hidden_states` runs the same sub-modules on a recording's own length instead,
-adding the first ``T`` rows of the positional table, as CTranslate2's encoder does. The mel front
+:func:`~serkit.features.whisper_forward.whisper_hidden_states` computes the same on a recording's
+own length instead, adding the first ``T`` rows of the positional table, as CTranslate2's encoder
+does (and arranged for speed: packed utterances, fused products). The mel front
 end (:func:`whisper_log_mel`) is Whisper's: 25 ms periodic Hann window, 10 ms hop, centred frames
 with reflect padding, 80 Slaney mel bands, ``log10``, floor at ``max - 8``, ``(x + 4) / 4``;
 without the 30-s zero padding the last frame sees the reflected signal instead of zeros.
@@ -315,28 +316,30 @@ def build_whisper_encoder(model: str) -> Any:
     return encoder.eval()
 
 
-def whisper_log_mel(x: np.ndarray, filters: np.ndarray) -> np.ndarray:
-    """Whisper's log-Mel front end on a recording's own length (module docstring).
+def whisper_log_mel(x: Any, filters: Any) -> Any:
+    """Whisper's log-Mel front end on a recording's own length (module docstring), in float64 torch.
+
+    Computed with ``torch`` (its FFT and its thread pool) rather than numpy, whose BLAS threads
+    would keep spinning on the cores the encoder's ``torch`` threads need.
 
     Args:
-        x: ``(n,)`` samples at 16 kHz, ``n > 200``.
-        filters: ``(n_mels, 201)`` mel weights (:func:`whisper_mel_filters`).
+        x: ``(n,)`` samples at 16 kHz, ``n > 200``: a numpy array or a tensor, any float dtype.
+        filters: ``(n_mels, 201)`` float64 mel weights, array or tensor (:func:`whisper_mel_filters`).
 
     Returns:
-        float32 ``(n_mels, n // 160)``: frame ``t`` is centred on sample ``160 t``.
+        float32 tensor ``(n_mels, n // 160)``: frame ``t`` is centred on sample ``160 t``.
     """
-    padded = np.pad(np.asarray(x, dtype=np.float64), WHISPER_N_FFT // 2, mode="reflect")
-    window = np.hanning(WHISPER_N_FFT + 1)[:-1]
-    frames = (
-        np.lib.stride_tricks.sliding_window_view(padded, WHISPER_N_FFT)[::WHISPER_HOP][
-            :-1
-        ]
-        * window
-    )
-    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    log_spec = np.log10(np.maximum(filters @ power.T, 1e-10))
-    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
-    return ((log_spec + 4.0) / 4.0).astype(np.float32)
+    import torch
+
+    wave = torch.as_tensor(x, dtype=torch.float64)
+    window = torch.hann_window(WHISPER_N_FFT, dtype=torch.float64)  # periodic, as np.hanning(401)[:-1]
+    spec = torch.stft(
+        wave, WHISPER_N_FFT, WHISPER_HOP, window=window, center=True, pad_mode="reflect", return_complex=True
+    )[:, :-1]
+    power = spec.real.square() + spec.imag.square()
+    log_spec = torch.clamp(torch.as_tensor(filters, dtype=torch.float64) @ power, min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).float()
 
 
 def whisper_mel_filters(n_mels: int) -> np.ndarray:
@@ -346,57 +349,3 @@ def whisper_mel_filters(n_mels: int) -> np.ndarray:
     return librosa.filters.mel(
         sr=SAMPLE_RATE, n_fft=WHISPER_N_FFT, n_mels=n_mels, dtype=np.float64
     )
-
-
-def whisper_hidden_states(
-    encoder: Any, mel: Any, lengths: Any = None, n_blocks: int | None = None
-) -> list[Any]:
-    """All hidden states of a Whisper encoder for mel input of any length up to 30 s.
-
-    Args:
-        encoder: a ``WhisperEncoder`` (:func:`build_whisper_encoder`).
-        mel: float32 tensor ``(B, n_mels, T)``, ``T <= 3000``; in a batch, rows shorter than
-            ``T`` are zero-padded on the right.
-        lengths: int64 tensor ``(B,)`` of real mel frames per row, or ``None`` (all ``T``).
-            Padding is masked (zeroed after the first convolution, and excluded from attention),
-            so a row gives the same frames batched as alone.
-        n_blocks: run only the first ``n_blocks`` transformer blocks (``None``: all ``L``); the
-            later ones cannot change the earlier states, so a middle layer costs less.
-
-    Returns:
-        ``n_blocks + 1`` tensors ``(B, ceil(T / 2), d)``: the front end (convolutions +
-        positions), then each block's output; the output of block ``L`` is taken after the
-        final layer norm. Row ``b`` has ``ceil(lengths[b] / 2)`` valid frames.
-
-    Raises:
-        FeatureError: more than 3000 mel frames.
-    """
-    import torch
-    from torch.nn import functional as F
-
-    n_frames = mel.shape[-1]
-    if n_frames > 2 * encoder.embed_positions.num_embeddings:
-        raise FeatureError(
-            f"Whisper takes at most 30 s per pass, got {n_frames} mel frames"
-        )
-    h = F.gelu(encoder.conv1(mel))
-    mask = None
-    if lengths is not None:
-        keep = torch.arange(n_frames)[None, :] < lengths[:, None]
-        h = h * keep[:, None, :]
-    h = F.gelu(encoder.conv2(h)).transpose(1, 2)
-    h = h + encoder.embed_positions.weight[: h.shape[1]]
-    if lengths is not None:
-        valid = torch.arange(h.shape[1])[None, :] < ((lengths + 1) // 2)[:, None]
-        mask = torch.zeros(valid.shape, dtype=h.dtype).masked_fill(
-            ~valid, torch.finfo(h.dtype).min
-        )
-        mask = mask[:, None, None, :].expand(-1, 1, h.shape[1], -1)
-    states = [h]
-    n_layers = len(encoder.layers)
-    for layer in encoder.layers[: n_layers if n_blocks is None else n_blocks]:
-        h = layer(h, mask)
-        states.append(h)
-    if len(states) == n_layers + 1:
-        states[-1] = encoder.layer_norm(h)
-    return states
