@@ -1,12 +1,10 @@
-"""MSIR throughput: speech-encoder real-time factor and training time per epoch.
+"""MSIR throughput: training time per epoch.
 
-    python benchmarks/bench_msir.py encoder --root data/emodb --n 40 [--model whisper-base] [--batch 8]
     python benchmarks/bench_msir.py epoch --recipe recipes/msir.yaml [--n 128] [--set model.config.logmel_key=null ...]
 
-``encoder``: extracts frames for ``n`` EmoDB utterances one at a time and then in length-sorted
-batches of ``--batch`` (after one warm-up call, so loading the weights is not timed), and prints the
-wall time, the audio duration and the real-time factor (wall time / audio time) of each mode, plus
-the largest difference between batched and one-at-a-time frames.
+The speech encoder's extraction speed (real-time factor one at a time and batched, against the
+machine's measured matrix-multiply rate) is ``benchmarks/bench_encoder.py``, which replaces this
+script's former ``encoder`` sub-command.
 
 ``epoch``: extracts the recipe's features for the corpus's first ``n`` utterances (from the
 feature cache when it holds them), then times ``--epochs`` training epochs of the recipe's model
@@ -15,7 +13,7 @@ on them (no validation) and prints seconds per epoch and per 100 utterances.
 Which encoder layer to use is no longer a benchmark: ``recipes/encoder_svm.yaml`` chooses it on
 inner folds of the training speakers inside ``serkit experiment`` (``docs/results_msir.md``).
 
-All print JSON with the process's peak resident memory (``ru_maxrss``) and the torch thread count.
+It prints JSON with the process's peak resident memory (``ru_maxrss``) and the torch thread count.
 Wall times depend on the machine's load; the CPU seconds of the process (``cpu_s``) much less so.
 Run on an idle machine for comparable timings.
 """
@@ -27,58 +25,16 @@ import json
 import resource
 import time
 
-import numpy as np
 import torch
 
-from serkit.audio import load_audio
 from serkit.corpora import get_corpus
 from serkit.features import extract_features, get_extractor
-from serkit.features.encoders import SpeechEncoder
 from serkit.models.base import get_model
 from serkit.recipe import load_recipe
 
 
 def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def bench_encoder(args: argparse.Namespace) -> dict:
-    table = get_corpus("emodb").load(args.root).iloc[: args.n]
-    audios = [load_audio(p) for p in table["path"]]
-    seconds = sum(a.duration for a in audios)
-    extractor = SpeechEncoder({"model": args.model, "layer": args.layer})
-    extractor.extract(audios[0])  # load the weights, warm up
-    start, cpu = time.perf_counter(), time.process_time()
-    single = [extractor.extract(a) for a in audios]
-    t_single, c_single = time.perf_counter() - start, time.process_time() - cpu
-    order = np.argsort([a.n_samples for a in audios])
-    batched: list[np.ndarray | None] = [None] * len(audios)
-    start, cpu = time.perf_counter(), time.process_time()
-    for i in range(0, len(order), args.batch):
-        index = order[i : i + args.batch]
-        for j, frames in zip(
-            index, extractor.extract_batch([audios[k] for k in index]), strict=True
-        ):
-            batched[j] = frames
-    t_batch, c_batch = time.perf_counter() - start, time.process_time() - cpu
-    diff = max(float(np.abs(s - b).max()) for s, b in zip(single, batched, strict=True))
-    return {
-        "model": args.model,
-        "layer": args.layer,
-        "utterances": len(audios),
-        "audio_s": round(seconds, 2),
-        "one_at_a_time": {
-            "wall_s": round(t_single, 2),
-            "rtf": round(t_single / seconds, 4),
-            "cpu_rtf": round(c_single / seconds, 4),
-        },
-        f"batched_{args.batch}": {
-            "wall_s": round(t_batch, 2),
-            "rtf": round(t_batch / seconds, 4),
-            "cpu_rtf": round(c_batch / seconds, 4),
-        },
-        "max_abs_diff_batched_vs_single": diff,
-    }
 
 
 def bench_epoch(args: argparse.Namespace) -> dict:
@@ -126,14 +82,6 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="what", required=True)
-    enc = sub.add_parser("encoder")
-    enc.add_argument("--root", default="data/emodb")
-    enc.add_argument("--n", type=int, default=40)
-    enc.add_argument("--model", default="whisper-base")
-    enc.add_argument(
-        "--layer", default="all", type=lambda v: v if v == "all" else int(v)
-    )
-    enc.add_argument("--batch", type=int, default=8)
     ep = sub.add_parser("epoch")
     ep.add_argument("--recipe", default="recipes/msir.yaml")
     ep.add_argument("--n", type=int, default=128)
@@ -142,9 +90,7 @@ def main() -> None:
         "--set", action="append", default=[], help="recipe override KEY=VALUE"
     )
     args = parser.parse_args()
-    run = {"encoder": bench_encoder, "epoch": bench_epoch}[
-        args.what
-    ]
+    run = {"epoch": bench_epoch}[args.what]
     result = run(args)
     result.update(
         {
