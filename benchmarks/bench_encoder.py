@@ -14,13 +14,15 @@ of the two: on an AMD AVX-512 CPU, MKL takes its AVX2 path and oneDNN runs about
 
 **The work.** The first ``--n`` files of the corpus (EmoDB by default), loaded once. For each
 ``--blocks`` setting (``all``: every layer, ``layer: all``; ``k``: layers 0..k, ``layer:
-{up_to: k}``, so ``k`` blocks run) and each thread count, three modes:
+{up_to: k}``, so ``k`` blocks run) and each thread count, these modes:
 
 - ``one``: ``extract`` one recording at a time;
 - ``batched``: ``extract_batch`` over groups of ``--batch`` recordings sorted by length;
 - ``pipeline``: ``extract_features`` on the table, without cache, in this process (files read
   and decoded, length-sorted batches of the extractor's ``batch_size``), as ``serkit
-  experiment`` extracts.
+  experiment`` extracts with ``n_jobs: 1``;
+- ``processes`` (rows with ``t > 1`` threads): the same with ``n_jobs = t`` worker processes of
+  one thread each, ``serkit experiment``'s default (``n_jobs: -1``) on a ``t``-core machine.
 
 Each mode is timed ``--repeat`` times after a warm-up; the best wall time is kept.
 
@@ -66,16 +68,31 @@ def _busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and of its child processes (extraction workers; Linux ``/proc``)."""
+    total, me, tick = time.process_time(), str(os.getpid()), os.sysconf("SC_CLK_TCK")
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="utf-8") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # from field 3 (state) on
+        except (OSError, IndexError):
+            continue
+        if entry.name.isdigit() and fields[1] == me:  # parent pid; then utime, stime (fields 14, 15)
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def _timed(run: Callable[[], object], repeat: int) -> tuple[float, float]:
     """Best wall seconds of ``repeat`` runs after a warm-up, and the cores other processes kept
-    busy meanwhile (machine-wide busy CPU time minus this process's, per wall second)."""
+    busy meanwhile (machine-wide busy CPU time minus this process's and its workers', per wall
+    second)."""
     run()  # warm-up
-    best, busy, own, start_all = float("inf"), _busy_seconds(), time.process_time(), time.perf_counter()
+    best, busy, own, start_all = float("inf"), _busy_seconds(), _own_cpu_seconds(), time.perf_counter()
     for _ in range(repeat):
         start = time.perf_counter()
         run()
         best = min(best, time.perf_counter() - start)
-    others = (_busy_seconds() - busy - (time.process_time() - own)) / (time.perf_counter() - start_all)
+    others = (_busy_seconds() - busy - (_own_cpu_seconds() - own)) / (time.perf_counter() - start_all)
     return best, max(0.0, others)
 
 
@@ -187,12 +204,17 @@ def main() -> None:
             def pipeline(store: dict = results, ex: SpeechEncoder = extractor) -> None:
                 store["pipeline"] = extract_features(table, ex, n_jobs=1, progress=False).values
 
-            for mode, run in (("one", one), ("batched", batched), ("pipeline", pipeline)):
+            def processes(store: dict = results, ex: SpeechEncoder = extractor, workers: int = t) -> None:
+                store["processes"] = extract_features(table, ex, n_jobs=workers, progress=False).values
+
+            modes = [("one", one), ("batched", batched), ("pipeline", pipeline)]
+            modes += [("processes", processes)] if t > 1 else []
+            for mode, run in modes:
                 wall, others = _timed(run, args.repeat)
                 achieved = flop / wall / 1e9
                 rows.append({
                     "blocks": setting, "threads": t, "mode": mode,
-                    "batch": {"one": 1, "batched": args.batch, "pipeline": extractor.batch_size}[mode],
+                    "batch": args.batch if mode == "batched" else 1 if mode == "one" else extractor.batch_size,
                     "wall_s": wall, "rtf": wall / seconds, "gflop_per_audio_s": flop / seconds / 1e9,
                     "gflop_s": achieved, "of_torch_mm": achieved / rates[t]["torch.mm"],
                     "of_machine": achieved / max(rates[t].values()),

@@ -344,8 +344,7 @@ class SpeechEncoder(Extractor):
                 return [self._wav2vec2(net, x) for x in signals]
         # 30-s pieces; a tail of at most 200 samples (12.5 ms) after one cannot be framed: dropped.
         pieces = [
-            [p for i in range(0, len(x), WHISPER_CHUNK) if len(p := x[i : i + WHISPER_CHUNK]) > WHISPER_N_FFT // 2]
-            or [x[:WHISPER_CHUNK]]
+            [x[i : i + WHISPER_CHUNK] for i in range(0, len(x), WHISPER_CHUNK) if i == 0 or len(x) - i > WHISPER_N_FFT // 2]
             for x in signals
         ]
         mels = [whisper_log_mel(p, self._filters) for ps in pieces for p in ps]
