@@ -9,16 +9,18 @@ checks them against those sub-modules and against CTranslate2):
   batch are stacked into one ``(N, d)`` matrix (``N`` = their total frame count), so every
   projection and MLP product runs once over real frames only: no padding rows, no mask.
   Attention runs per utterance on its own slice of that matrix (short ones as two batched
-  products and a softmax, long ones through ``torch``'s fused ``scaled_dot_product_attention``). Only the two convolutions see zero padding, masked as
-  before, which length-sorted batches keep small.
+  products and a softmax, long ones through ``torch``'s fused ``scaled_dot_product_attention``).
+  Only the two convolutions see zero padding (zeroed again after the first), which length-sorted
+  batches keep small.
 - **Fused projections.** Query, key and value are one ``(3d, d)`` product; the query rows carry
   the ``head_dim ** -0.5`` scaling (a power of two for Whisper's 64-wide heads, so exact).
-- **oneDNN.** Where ``torch`` ships oneDNN (x86 and ARM builds), the products and convolutions
-  run through its primitives with the bias, GELU (the exact erf form) or residual addition fused
-  in (``torch.ops.mkldnn``'s ``_linear_pointwise`` and ``_convolution_pointwise``, the operators
-  ``torch.compile`` emits for CPU; probed once, :func:`onednn_available`). On an
-  AVX-512 CPU whose BLAS takes its AVX2 path (MKL on AMD), that is twice the rate of
-  ``torch.mm``. Elsewhere ``torch.nn.functional.linear`` does the same arithmetic.
+- **oneDNN.** Where this ``torch`` build ships oneDNN (``torch.backends.mkldnn``; the x86 Linux
+  wheels do), the products and convolutions run through its primitives with the bias, GELU (the
+  exact erf form) or residual addition fused in (``torch.ops.mkldnn``'s ``_linear_pointwise`` and
+  ``_convolution_pointwise``, the operators ``torch.compile`` emits for CPU; probed once,
+  :func:`onednn_available`). On an AVX-512 CPU whose BLAS takes its AVX2 path (MKL on AMD),
+  that is about twice the rate of ``torch.mm``. Elsewhere ``torch.nn.functional.linear`` and
+  ``conv1d`` do the same arithmetic.
 """
 
 from __future__ import annotations
