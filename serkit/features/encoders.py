@@ -147,7 +147,9 @@ class SpeechEncoder(Extractor):
 
     name = "speech_encoder"
     level = "frame"
-    version = 1
+    #: 2: the packed, oneDNN-fused Whisper forward pass and the torch log-Mel (values move by
+    #: ~5e-6 relative: float rounding, but a cache must not serve the old ones as new).
+    version = 2
 
     @dataclass(frozen=True)
     class Config:
