@@ -8,7 +8,8 @@ Steps (recipe ``recipes/default_model.yaml``):
 2. evaluate the recipe leave-one-speaker-out (16 folds) with :func:`serkit.experiment.run_experiment`
    -- the same thing ``serkit experiment recipes/default_model.yaml --root <manifest folder>`` does;
 3. fit the recipe on every utterance with :func:`serkit.experiment.train_bundle` and write the
-   bundle into the package, with a ``README.md`` stating its data, its LOSO scores and its limits.
+   bundle into the package, with a ``README.md`` stating its data, its LOSO scores and its limits
+   (a document of the bundle, listed with its SHA-256 like every other file).
 
 Usage::
 
@@ -50,7 +51,7 @@ def write_manifest(emodb: Path, emovo: Path, folder: Path) -> pd.DataFrame:
     return manifest
 
 
-def model_readme(metrics: dict, manifest: pd.DataFrame, loso_s: float, train_s: float) -> str:
+def model_readme(metrics: dict, manifest: pd.DataFrame, loso_s: float) -> str:
     """The bundle's README: data, protocol, scores, limits."""
     counts = pd.crosstab(manifest["speaker"].str.split("-").str[0], manifest["label"])
     table = "| corpus | " + " | ".join(counts.columns) + " |\n|---" * 1 + "|---" * len(counts.columns) + "|\n"
@@ -73,8 +74,11 @@ EMOVO (Italian, 6 actors), pooled over the six emotions both corpora contain:
 `serkit experiment recipes/default_model.yaml --root results/default_model/corpus`):
 UA {metrics['ua']:.3f}, WA {metrics['wa']:.3f}, macro-F1 {metrics['macro_f1']:.3f}
 (fold mean UA {metrics['fold_mean']['mean']['ua']:.3f} ± {metrics['fold_mean']['std']['ua']:.3f}).
-Per-class recall: {recall}. Chance is 1/6 = 0.167. Wall time on 2 cores: LOSO {loso_s:.0f} s,
-final fit {train_s:.0f} s.
+Per-class recall: {recall}. Chance is 1/6 = 0.167. Wall time of the LOSO run on 2 cores:
+{loso_s:.0f} s.
+
+**Format.** A serkit model bundle of format v2: arrays (safetensors) and JSON, every file's
+SHA-256 listed in `bundle.json`; nothing in it is a pickle (`docs/security.md`).
 
 **Limits.** Acted, studio-quality read sentences by 16 actors in two languages. Spontaneous
 speech, other languages, telephone bandwidth, noise, overlapping speakers, children and
@@ -104,10 +108,9 @@ def main() -> None:
     print(f"LOSO: UA {metrics['ua']:.3f} WA {metrics['wa']:.3f} ({loso_s:.0f} s) -> {run_dir}")
 
     started = time.perf_counter()
-    bundle_dir = train_bundle(recipe, args.out, overwrite=True)
+    readme = model_readme(metrics, manifest, loso_s)
+    bundle_dir = train_bundle(recipe, args.out, overwrite=True, documents={"README.md": readme})
     train_s = time.perf_counter() - started
-    readme = atomic_write_text(bundle_dir / "README.md", model_readme(metrics, manifest, loso_s, train_s))
-    readme.chmod(0o644)
     size = sum(p.stat().st_size for p in bundle_dir.rglob("*") if p.is_file())
     print(f"bundle: {bundle_dir} ({size / 1e6:.2f} MB, fit {train_s:.0f} s)")
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from serkit.errors import SerkitError
+from serkit.errors import ConfigError, SerkitError
 
 app = typer.Typer(help="serkit: speech emotion recognition, evaluated speaker-independently.", no_args_is_help=True)
 corpus_app = typer.Typer(help="Inspect corpora.", no_args_is_help=True)
@@ -113,6 +113,28 @@ def _audio_files(paths: list[Path]) -> list[Path]:
     return found
 
 
+def _split_model(files: list[Path], model_dir: Path | None) -> tuple[Path | None, list[Path]]:
+    """The model bundle and the recordings among ``serkit predict``'s arguments.
+
+    The model is ``--model`` when given. Otherwise the first argument is the model only when it
+    is unmistakably a bundle: a folder holding ``bundle.json`` and no audio file at any depth.
+    A folder holding both is never guessed to be either.
+
+    Raises:
+        ConfigError: the first argument holds ``bundle.json`` and audio files, or is a bundle
+            with no recordings after it.
+    """
+    first = files[0]
+    if model_dir is not None or not (first / "bundle.json").is_file():
+        return model_dir, files
+    if _audio_files([first]):
+        raise ConfigError(f"{first} holds a model bundle (bundle.json) and audio files; name the model with "
+                          "--model DIR, or name the recordings themselves")  # fmt: skip
+    if len(files) < 2:
+        raise ConfigError(f"{first} is a model bundle; name the recordings to label after it")
+    return first, files[1:]
+
+
 def _inference_config(window: float, hop: float, per_channel: bool, no_vad: bool):
     from serkit.inference import InferenceConfig
 
@@ -129,7 +151,8 @@ NoVadOpt = Annotated[bool, typer.Option("--no-vad", help="Treat the whole record
 def predict(
     files: Annotated[
         list[Path],
-        typer.Argument(help="[MODEL_DIR] then audio files or folders of them (WAV, FLAC, OGG, …).", metavar="[MODEL_DIR] FILE..."),
+        typer.Argument(help="[MODEL_DIR] then audio files or folders of them (WAV, FLAC, OGG, …); MODEL_DIR is a "
+                            "folder holding bundle.json and no audio.", metavar="[MODEL_DIR] FILE..."),
     ],
     model_dir: Annotated[Optional[Path], typer.Option("--model", help="Model bundle folder (default: the shipped model).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write <name>.csv, <name>.json and <name>.png per file here.")] = None,
@@ -142,10 +165,11 @@ def predict(
 ) -> None:
     """Emotion timelines of recordings of any length. Bad files are reported and skipped (exit code 1).
 
-    The model is ``--model DIR``, or a first argument that is a model bundle folder (it holds
-    ``bundle.json``), or else the model shipped with serkit. Speech is found with voice activity detection and labelled in windows; the overall label is
-    the duration-weighted mean over the speech. A bundle trained with speaker normalisation
-    standardises the windows of each channel of a recording together.
+    The model is ``--model DIR``, or a first argument that is unmistakably a model bundle (a
+    folder holding ``bundle.json`` and no audio file; one holding both is refused), or else the
+    model shipped with serkit. Speech is found with voice activity detection and labelled in
+    windows; the overall label is the duration-weighted mean over the speech. A bundle trained
+    with speaker normalisation standardises the windows of each channel of a recording together.
     """
     from rich.progress import Progress
 
@@ -153,9 +177,8 @@ def predict(
     from serkit.inference import Recognizer
 
     _setup_logging(True)
-    if model_dir is None and len(files) > 1 and (files[0] / "bundle.json").is_file():
-        model_dir, files = files[0], files[1:]
     try:
+        model_dir, files = _split_model(files, model_dir)
         recognizer = Recognizer(model_dir, _inference_config(window, hop, per_channel, no_vad))
     except SerkitError as exc:
         _fail(exc)
@@ -177,7 +200,7 @@ def predict(
     labels = recognizer.labels
     if as_json:
         rows = results + [{"file": str(path), "error": message} for path, message in errors.items()]
-        out.print(json.dumps(rows, indent=2))
+        out.print(json.dumps(rows, indent=2, allow_nan=False))
     else:
         table = Table("file", "channel", "speech s", "segments", "label", *labels)
         for row in results:

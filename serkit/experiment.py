@@ -338,13 +338,19 @@ def run_experiment(
 
 
 def train_bundle(
-    recipe: dict[str, Any], out_dir: str | Path, *, progress: bool = True, overwrite: bool = False
+    recipe: dict[str, Any],
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    overwrite: bool = False,
+    documents: dict[str, str] | None = None,
 ) -> Path:
     """Fit a resolved recipe on every usable utterance of its corpus and save a model bundle.
 
     Hyper-parameters the model chooses itself (e.g. the SVM's C) are chosen on
     leave-one-speaker-out folds of the whole corpus; fitted derived features learn from every
-    utterance.
+    utterance. ``documents`` (file name -> text, such as ``README.md``) go into the bundle
+    (:func:`~serkit.bundle.save_bundle`).
 
     Returns:
         The bundle folder (see :mod:`serkit.bundle`), written atomically.
@@ -374,5 +380,6 @@ def train_bundle(
         normalisers=normalisers,
         model=model,
         trained_on=trained_on,
+        documents=documents,
         overwrite=overwrite,
     )
