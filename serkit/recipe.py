@@ -126,7 +126,39 @@ def resolve_recipe(
     if recipe["name"] is None:
         recipe["name"] = name or "run"
     _validate(recipe)
+    check_components(recipe)
     return recipe
+
+
+def check_components(recipe: Mapping[str, Any]) -> None:
+    """Build every component a resolved recipe names, so that a bad name, option or value is an
+    error before any audio is read: the corpus adapter (by name), the feature graph (every
+    extractor and derived feature with its config, :class:`~serkit.pipeline.FeaturePlan`), the
+    model with its config, and the protocol's name and options.
+
+    Called by :func:`resolve_recipe`, and again by :func:`~serkit.experiment.run_experiment` and
+    :func:`~serkit.experiment.train_bundle` for recipes changed after resolving.
+
+    Raises:
+        ConfigError: the first component that cannot be built; the message names the recipe
+            key (``features.<key>``, ``model``, ``protocol``, ``corpus``).
+    """
+    from serkit.corpora.base import CORPORA
+    from serkit.evaluation.protocols import check_protocol
+    from serkit.models.base import get_model
+    from serkit.pipeline import FeaturePlan
+
+    steps = (
+        ("corpus", lambda: CORPORA.get(recipe["corpus"]["name"])),
+        ("features", lambda: FeaturePlan(recipe["features"])),
+        ("model", lambda: get_model(recipe["model"]["name"], recipe["model"]["config"])),
+        ("protocol", lambda: check_protocol(recipe["protocol"])),
+    )
+    for key, build in steps:
+        try:
+            build()
+        except ConfigError as exc:
+            raise ConfigError(f"recipe: {key}: {exc}") from exc
 
 
 def load_recipe(path: str | Path, **kwargs: Any) -> dict[str, Any]:
@@ -189,31 +221,54 @@ def _read_mapping(path: Path) -> dict[str, Any]:
 
 def _validate(recipe: dict[str, Any]) -> None:
     corpus = recipe["corpus"]
-    if not isinstance(corpus, dict) or not corpus.get("name"):
+    if not isinstance(corpus, dict) or not isinstance(corpus.get("name"), str) or not corpus["name"]:
         raise ConfigError("recipe: corpus needs a name")
     if not corpus.get("root"):
         raise ConfigError(f"recipe: corpus {corpus['name']!r} needs a root folder (--root PATH)")
+    if not isinstance(corpus["root"], str):
+        raise ConfigError(f"recipe: corpus.root must be a folder path, got {corpus['root']!r}")
+    if corpus.get("options") is None:
+        corpus["options"] = {}
+    if not isinstance(corpus["options"], dict):
+        raise ConfigError(f"recipe: corpus.options must be a mapping, got {corpus['options']!r}")
+    if not isinstance(recipe["name"], str) or not recipe["name"]:
+        raise ConfigError(f"recipe: name must be a non-empty string, got {recipe['name']!r}")
+    if recipe["cache_dir"] is not None and not isinstance(recipe["cache_dir"], str):
+        raise ConfigError(f"recipe: cache_dir must be a folder path or null, got {recipe['cache_dir']!r}")
+    n_jobs = recipe["n_jobs"]
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
+        raise ConfigError(f"recipe: n_jobs must be a positive integer or -1 (all cores), got {n_jobs!r}")
     features = recipe["features"]
     if not isinstance(features, dict) or not features:
         raise ConfigError("recipe: features must map at least one key to {extractor: NAME, config: {...}}")
     for key, spec in features.items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"recipe: feature keys must be non-empty strings, got {key!r}")
         if not isinstance(spec, dict) or ("extractor" in spec) == ("derive" in spec):
             raise ConfigError(f"recipe: features.{key} needs an extractor name, or a derived feature (derive: NAME, from: KEY)")
-        known = FEATURE_KEYS if "extractor" in spec else DERIVED_KEYS
-        extra = sorted(set(spec) - known)
+        kind = "extractor" if "extractor" in spec else "derive"
+        if not isinstance(spec[kind], str) or not spec[kind]:
+            raise ConfigError(f"recipe: features.{key}.{kind} must be a name, got {spec[kind]!r}")
+        known = FEATURE_KEYS if kind == "extractor" else DERIVED_KEYS
+        extra = sorted(set(spec) - known, key=str)
         if extra:
             raise ConfigError(f"recipe: features.{key} has unknown key(s) {extra}; known: {sorted(known)}")
         if spec.get("config") is None:
             spec["config"] = {}
+        if not isinstance(spec["config"], dict):
+            raise ConfigError(f"recipe: features.{key}.config must be a mapping of options, got {spec['config']!r}")
         if "extractor" in spec:
             spec.setdefault("channel", "downmix")
     model = recipe["model"]
-    if not isinstance(model, dict) or not model.get("name"):
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not model["name"]:
         raise ConfigError("recipe: model needs a name")
-    model.setdefault("config", {})
+    if model.get("config") is None:
+        model["config"] = {}
+    if not isinstance(model["config"], dict) or set(model) - {"name", "config"}:
+        raise ConfigError(f"recipe: model must be {{name: NAME, config: {{...}}}}, got {model!r}")
     if isinstance(recipe["protocol"], str):
         recipe["protocol"] = {"name": recipe["protocol"]}
     if recipe["normalisation"] not in ("global", "speaker", "none"):
         raise ConfigError(f"recipe: normalisation must be global, speaker or none, got {recipe['normalisation']!r}")
-    if not isinstance(recipe["seed"], int):
+    if isinstance(recipe["seed"], bool) or not isinstance(recipe["seed"], int):
         raise ConfigError(f"recipe: seed must be an integer, got {recipe['seed']!r}")
