@@ -302,10 +302,11 @@ def check_files(path: Path, listed: Mapping[str, Any]) -> None:
             raise BundleError(f"{path / rel}: not a file a bundle holds (only {', '.join(STATE_SUFFIXES)} files, "
                               "and .md/.txt documents beside bundle.json)")  # fmt: skip
     present = set(_bundle_files(path))
-    for rel in sorted(present - set(listed)):
-        raise BundleError(f"{path / rel}: not listed in {META} (a file added to the bundle); remove it or rebuild the bundle")
-    for rel in sorted(set(listed) - present):
-        raise BundleError(f"{path / rel}: missing (listed in {META})")
+    added, missing = sorted(present - set(listed)), sorted(set(listed) - present)
+    if added:
+        raise BundleError(f"{path / added[0]}: not listed in {META} (a file added to the bundle); remove it or rebuild the bundle")
+    if missing:
+        raise BundleError(f"{path / missing[0]}: missing (listed in {META})")
     for rel in sorted(listed):
         if sha256_file(path / rel) != listed[rel]:
             raise BundleError(f"{path / rel}: SHA-256 differs from the one {META} lists: the file was changed or damaged")

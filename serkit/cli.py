@@ -252,7 +252,7 @@ def serve(
 def export(
     model_dir: Annotated[Path, typer.Argument(help="Model bundle folder of a neural model.")],
     onnx: Annotated[bool, typer.Option("--onnx", help="Export the network to ONNX (the only format so far).")] = False,
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default MODEL_DIR/model.onnx).")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default MODEL_DIR.onnx, beside the bundle).")] = None,
     exporter: Annotated[str, typer.Option("--exporter", help="auto (torch.export, else TorchScript), dynamo or torchscript.")] = "auto",
 ) -> None:
     """Export a neural model bundle's network to ONNX and check it against PyTorch with onnxruntime."""

@@ -141,10 +141,11 @@ class PairwiseLinear:
         """One-vs-rest decision values ``(n, n_labels)`` float64 of ``(n, d)`` rows; classes not seen get -inf.
 
         Two classes: the margin ``m`` (positive for the second class: scikit-learn flips the sign
-        of a binary SVC's arrays) gives ``(-m, m)``. More classes: pair ``(i, j)`` votes for ``i``
-        where its margin is ``>= 0`` and for ``j`` otherwise, and each class's summed margins ``s`` are added as
-        ``s / (3 (|s| + 1))``, which breaks ties without overturning a vote (scikit-learn's
-        ``decision_function_shape="ovr"``; here in closed form over one-hot pair matrices).
+        of a binary SVC's arrays) gives ``(-m, m)``. More classes: pair ``(i, j)`` votes for
+        ``i`` where its margin is ``>= 0`` and for ``j`` otherwise, and each class's summed
+        margins ``s`` are added as ``s / (3 (|s| + 1))``, which breaks ties without overturning a
+        vote (scikit-learn's ``decision_function_shape="ovr"``, in closed form over one-hot pair
+        matrices).
         """
         margins = np.asarray(data, dtype=np.float64) @ self.coef.T + self.intercept
         k = len(self.classes)
