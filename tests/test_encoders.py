@@ -17,9 +17,17 @@ from serkit.errors import ConfigError, FeatureError, SampleRateError, TooShortAu
 from serkit.features import extract_audio, extract_features, get_extractor, whisper
 from serkit.features.encoders import SpeechEncoder
 from serkit.features.extract import cache_folder
-from serkit.features.whisper import WHISPER_MODELS, read_ctranslate2, whisper_log_mel, whisper_model_bytes
-from serkit.features.whisper_forward import fuse_whisper, onednn_available, whisper_hidden_states
-
+from serkit.features.whisper import (
+    WHISPER_MODELS,
+    read_ctranslate2,
+    whisper_log_mel,
+    whisper_model_bytes,
+)
+from serkit.features.whisper_forward import (
+    fuse_whisper,
+    onednn_available,
+    whisper_hidden_states,
+)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

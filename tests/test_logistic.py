@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
+from test_svm import _blobs
 
 from serkit.errors import BundleError
 from serkit.models.base import get_model
 from serkit.models.logistic import LinearLogistic
-from test_svm import _blobs
 
 
 def test_single_c_equals_sklearn_and_probabilities_keep_its_decision():

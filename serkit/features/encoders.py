@@ -47,6 +47,8 @@ so that a middle layer is the un-normalised state it is in the full network.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -75,6 +77,7 @@ from serkit.io import sha256_file
 #: ``transformers`` encoder families: serkit's name -> accepted ``model_type`` values of config.json.
 HF_ENCODERS = {"wav2vec2": ("wav2vec2",), "hubert": ("hubert",), "wavlm": ("wavlm",)}
 ENCODERS = (*WHISPER_MODELS, *HF_ENCODERS)
+log = logging.getLogger(__name__)
 #: Recordings per Whisper batch the extraction pipeline is asked for (``benchmarks/bench_encoder.py``).
 WHISPER_BATCH = 8
 #: Most mel frames (10 ms each) one Whisper pass takes: 240 s, eight 30-s pieces.
@@ -99,7 +102,7 @@ def hf_model_folder(path: str, who: str = "speech_encoder") -> Path:
 
         return Path(snapshot_download(path, local_files_only=True))
     except Exception as exc:
-        raise ConfigError(f"{who}: {path!r} is neither a local folder nor a cached model ({exc})") from None
+        raise ConfigError(f"{who}: {path!r} is neither a local folder nor a cached model ({exc})") from exc
 
 
 def hf_weight_hashes(path: str, who: str = "speech_encoder") -> dict[str, str]:
@@ -155,8 +158,9 @@ class SpeechEncoder(Extractor):
         sha256: ``transformers`` only: optional pinning of weight files as a tuple of
             ``"name:digest"`` strings; a mismatch raises :class:`FeatureError`.
         normalize: ``transformers`` only: standardise each recording to zero mean, unit
-            variance first; ``None`` (default) follows the checkpoint's
-            ``preprocessor_config.json`` (``do_normalize``; True without one).
+            variance first (as wav2vec2-base-960h's feature extractor does; HuBERT base and
+            WavLM base+ do not: their ``preprocessor_config.json`` says ``do_normalize: false``,
+            and a setting that disagrees with it is logged as a warning).
 
     Output: float32 ``(frames, dim)``; Whisper: ``ceil((n // 160) / 2)`` frames for ``n``
     samples (per 30-s piece); ``transformers``: the convolutional front end's frame count.
@@ -179,7 +183,7 @@ class SpeechEncoder(Extractor):
         path: str | None = None
         layer: int | str | Mapping[str, int] = -1
         sha256: tuple[str, ...] = ()
-        normalize: bool | None = None
+        normalize: bool = True
 
     def __init__(self, config: Any = None, **overrides: Any):
         self._net: Any = None
@@ -206,9 +210,9 @@ class SpeechEncoder(Extractor):
             f"layer must be 'all', -1, a block index >= 0 or {{up_to: index >= 0}}, got {c.layer!r}",
         )
         check_option(
-            c.normalize is None or isinstance(c.normalize, bool),
+            isinstance(c.normalize, bool),
             who,
-            f"normalize must be true, false or null, got {c.normalize!r}",
+            f"normalize must be true or false, got {c.normalize!r}",
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -268,19 +272,15 @@ class SpeechEncoder(Extractor):
             raise ConfigError(f"{self.name}: {folder} holds a {cfg.model_type!r} model, not {c.model!r}")
         return cfg
 
-    @cached_property
-    def _hf_normalize(self) -> bool:
-        """``normalize``, or when null the checkpoint's ``preprocessor_config.json``
-        ``do_normalize`` (True when absent)."""
-        if self.config.normalize is not None:
-            return self.config.normalize
-        import json
-
-        pre = hf_model_folder(str(self.config.path), self.name) / "preprocessor_config.json"
+    def _check_normalize(self, folder: Path) -> None:
+        """Warn when ``normalize`` disagrees with the checkpoint's ``preprocessor_config.json``."""
+        pre = folder / "preprocessor_config.json"
         try:
-            return bool(json.loads(pre.read_text()).get("do_normalize", True)) if pre.is_file() else True
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{self.name}: cannot read {pre} ({exc})") from None
+            expected = json.loads(pre.read_text()).get("do_normalize") if pre.is_file() else None
+        except (OSError, ValueError):
+            expected = None
+        if expected is not None and bool(expected) != self.config.normalize:
+            log.warning("%s: normalize=%s, but %s says do_normalize=%s", self.name, self.config.normalize, pre, expected)
 
     @property
     def sample_rate(self) -> int:
@@ -350,6 +350,7 @@ class SpeechEncoder(Extractor):
                 folder = hf_model_folder(str(c.path), self.name)
                 net = AutoModel.from_pretrained(str(folder), config=self._hf_config, local_files_only=True,
                                                 use_safetensors=True, trust_remote_code=False)  # fmt: skip
+                self._check_normalize(folder)
                 if not getattr(self._hf_config, "do_stable_layer_norm", False):
                     net.encoder.layers = net.encoder.layers[: self.n_blocks]
                 net.requires_grad_(False)
@@ -421,7 +422,7 @@ class SpeechEncoder(Extractor):
     def _transformers(self, net: Any, x: np.ndarray) -> np.ndarray:
         import torch
 
-        if self._hf_normalize:
+        if self.config.normalize:
             x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
         wave = torch.from_numpy(x.astype(np.float32))[None, :]
         states = list(net(wave, output_hidden_states=True).hidden_states)
