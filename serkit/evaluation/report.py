@@ -28,7 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from serkit.errors import ConfigError
-from serkit.evaluation.metrics import compute_metrics, detection_metrics, summarise_folds
+from serkit.evaluation.metrics import calibration_metrics, compute_metrics, detection_metrics, summarise_folds
 from serkit.io import atomic_directory
 
 #: Required columns of a predictions table, besides one ``p_<label>`` column per label.
@@ -135,6 +135,8 @@ def run_metrics(
     metrics["fold_mean"] = summarise_folds(folds)
     metrics["folds"] = folds
     metrics["detection"] = detection_metrics(true, pred, labels)
+    proba = predictions[[f"p_{lab}" for lab in labels]].to_numpy(dtype=np.float64)
+    metrics["calibration"] = calibration_metrics(proba, np.array([labels.index(t) for t in true]))
     metrics["protocol"] = plain_data(dict(protocol or {}), "protocol")
     metrics["n_utterances"] = int(len(predictions))
     extra = dict(extra or {})
@@ -226,6 +228,13 @@ def render_markdown(metrics: Mapping[str, Any], config: Mapping[str, Any]) -> st
         f"deviation over the {fm['n_folds']} folds. UA and macro-F1 average over the classes present "
         "in the test labels.\n"
     )
+    if "calibration" in metrics:
+        cal = metrics["calibration"]
+        w(
+            f"\nCalibration of the test probabilities: expected calibration error {_pct(cal['ece'])} % "
+            f"({cal['n_bins']} confidence bins), negative log-likelihood {cal['nll']:.3f}, "
+            f"mean confidence {_pct(cal['mean_confidence'])} %.\n"
+        )
 
     w("\n## Per class (one vs rest)\n\n")
     rows = []
