@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
-from serkit.errors import SerkitError
+from serkit.errors import ConfigError, SerkitError
 
 app = typer.Typer(help="serkit: speech emotion recognition, evaluated speaker-independently.", no_args_is_help=True)
 corpus_app = typer.Typer(help="Inspect corpora.", no_args_is_help=True)
@@ -113,16 +114,22 @@ def _audio_files(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _inference_config(window: float, hop: float, per_channel: bool, no_vad: bool):
+def _inference_config(window: float, hop: float, per_channel: bool, no_vad: bool, **more: Any):
     from serkit.inference import InferenceConfig
 
-    return InferenceConfig(window=window, hop=hop, per_channel=per_channel, vad=not no_vad)
+    return InferenceConfig(window=window, hop=hop, per_channel=per_channel, vad=not no_vad, **more)
 
 
 WindowOpt = Annotated[float, typer.Option("--window", help="Longest stretch of speech labelled at once, seconds.")]
 HopOpt = Annotated[float, typer.Option("--hop", help="Step between windows over longer speech, seconds.")]
 PerChannelOpt = Annotated[bool, typer.Option("--per-channel", help="Analyse each channel on its own (stereo: left, right).")]
 NoVadOpt = Annotated[bool, typer.Option("--no-vad", help="Treat the whole recording as speech (no voice activity detection).")]
+MinConfidenceOpt = Annotated[float, typer.Option(
+    "--min-confidence", help="Label windows whose highest probability is below this 'uncertain' (0: never).")]
+AdaptOpt = Annotated[str, typer.Option(
+    "--adapt", help="Standardise features with the training statistics (none), those of all windows of the call "
+    "(batch), or per speaker (speaker: --speakers, else per channel).")]
+MinBatchOpt = Annotated[int, typer.Option("--min-batch", help="Fewest windows a batch or speaker needs to adapt on.")]
 
 
 @app.command()
@@ -138,6 +145,11 @@ def predict(
     hop: HopOpt = 1.5,
     per_channel: PerChannelOpt = False,
     no_vad: NoVadOpt = False,
+    min_confidence: MinConfidenceOpt = 0.0,
+    adapt: AdaptOpt = "none",
+    min_batch: MinBatchOpt = 20,
+    speakers_csv: Annotated[Optional[Path], typer.Option(
+        "--speakers", help="CSV with columns path and speaker: the groups of --adapt speaker.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Emotion timelines of recordings of any length. Bad files are reported and skipped (exit code 1).
@@ -149,31 +161,45 @@ def predict(
     """
     from rich.progress import Progress
 
-    from serkit.audio import load_audio
+    from serkit.audio import Audio, load_audio
     from serkit.inference import Recognizer
 
     _setup_logging(True)
     if model_dir is None and len(files) > 1 and (files[0] / "bundle.json").is_file():
         model_dir, files = files[0], files[1:]
     try:
-        recognizer = Recognizer(model_dir, _inference_config(window, hop, per_channel, no_vad))
+        config = _inference_config(window, hop, per_channel, no_vad, min_confidence=min_confidence,
+                                   adapt=adapt, min_batch=min_batch)  # fmt: skip
+        recognizer = Recognizer(model_dir, config)
+        paths = _audio_files(files)
+        speaker_of = _speaker_table(speakers_csv, paths) if speakers_csv is not None else None
     except SerkitError as exc:
         _fail(exc)
-    paths = _audio_files(files)
     results: list[dict] = []
     errors: dict[Path, str] = {}
+    together: list[tuple[Path, Audio]] = []  # adaptation labels every file of the call at once
     with Progress(console=console, transient=True, disable=quiet or len(paths) < 2) as progress:
-        task = progress.add_task("recognising", total=len(paths))
+        task = progress.add_task("reading" if adapt != "none" else "recognising", total=len(paths))
         for path in paths:
             try:
                 audio = load_audio(path)
-                timeline = recognizer.recognize(audio)
-                if out_dir is not None:
-                    timeline.write(out_dir, path.stem, audio)
-                results.append({**timeline.to_dict(), "file": str(path)})
+                if adapt != "none":
+                    together.append((path, audio))
+                else:
+                    _keep(recognizer.recognize(audio), path, audio, out_dir, results)
             except SerkitError as exc:
                 errors[path] = getattr(exc, "problem", str(exc))
             progress.advance(task)
+    if together:
+        try:
+            speakers = None if speaker_of is None else [speaker_of[p] for p, _ in together]
+            timelines = recognizer.recognize_many([a for _, a in together], speakers=speakers)
+        except SerkitError as exc:
+            _fail(exc)
+        for (path, audio), timeline in zip(together, timelines):
+            _keep(timeline, path, audio, out_dir, results)
+        for note in timelines[0].adaptation:
+            console.print(f"[yellow]adaptation[/] {escape(note)}")
     labels = recognizer.labels
     if as_json:
         rows = results + [{"file": str(path), "error": message} for path, message in errors.items()]
@@ -196,6 +222,35 @@ def predict(
             out.print(f"timelines: {out_dir}")
     if errors:
         raise typer.Exit(1)
+
+
+def _keep(timeline: Any, path: Path, audio: Any, out_dir: Path | None, results: list[dict]) -> None:
+    """Write ``timeline``'s files (with ``--out``) and keep its dict for the printed result."""
+    if out_dir is not None:
+        timeline.write(out_dir, path.stem, audio)
+    results.append({**timeline.to_dict(), "file": str(path)})
+
+
+def _speaker_table(csv: Path, paths: list[Path]) -> dict[Path, str]:
+    """``{audio path: speaker}`` from a CSV with columns ``path`` and ``speaker`` (paths
+    relative to the CSV's folder or absolute).
+
+    Raises:
+        ConfigError: unreadable CSV, missing columns, or an audio file it does not list.
+    """
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(csv, dtype=str)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{csv}: cannot read the speaker table ({exc})") from None
+    if not {"path", "speaker"} <= set(table.columns):
+        raise ConfigError(f"{csv}: needs columns path and speaker, has {', '.join(table.columns)}")
+    known = {(csv.parent / p).resolve(): str(s) for p, s in zip(table["path"], table["speaker"])}
+    missing = [p for p in paths if p.resolve() not in known]
+    if missing:
+        raise ConfigError(f"{csv}: no speaker for {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    return {p: known[p.resolve()] for p in paths}
 
 
 @app.command()

@@ -4,7 +4,10 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
 
 - ``POST /v1/recognize`` — multipart form with the recording in the field ``file`` (any format
   soundfile reads); query ``per_channel`` (analyse each channel), ``plot`` (add a base64 PNG
-  under ``plot_png``), ``windows`` (include the per-window rows). Returns
+  under ``plot_png``), ``windows`` (include the per-window rows), ``adapt`` (``none``,
+  ``batch``: the recording's windows, ``speaker``: each channel's; :mod:`serkit.adaptation`),
+  ``min_batch`` (fewest windows to adapt on), ``min_confidence`` (windows below it are
+  ``uncertain``). Returns
   :meth:`serkit.inference.Timeline.to_dict`.
 - ``GET /healthz`` — ``{"status": "ok", "model": {...}}`` once the model is loaded.
 - ``GET /`` — the web page (``serkit/web/``): upload or record, see the timeline.
@@ -287,13 +290,23 @@ def create_app(
         per_channel: Annotated[bool, Query(description="Analyse each channel on its own (stereo: left, right).")] = False,
         plot: Annotated[bool, Query(description="Add the timeline picture as base64 PNG under plot_png.")] = False,
         windows: Annotated[bool, Query(description="Include the per-window probabilities.")] = True,
+        adapt: Annotated[str, Query(description="Standardise with the training statistics (none), the recording's "
+                                    "own windows (batch) or each channel's (speaker).")] = base_config.adapt,
+        min_confidence: Annotated[float, Query(description="Label windows below this top probability 'uncertain'.")]
+        = base_config.min_confidence,
+        min_batch: Annotated[int, Query(description="Fewest windows a batch or channel needs to adapt on.")]
+        = base_config.min_batch,
 ) -> dict[str, Any]:
         _check_content_type(file.content_type)
         data = await _read_limited(file, limits.max_upload_bytes)
         name = Path(file.filename or "upload").name
         if not data:
             raise ServiceError(400, "empty_upload", f"{name}: the uploaded file is empty")
-        cfg = dataclasses.replace(base_config, per_channel=per_channel)
+        try:
+            cfg = dataclasses.replace(base_config, per_channel=per_channel, adapt=adapt,
+                                      min_confidence=min_confidence, min_batch=min_batch)  # fmt: skip
+        except ConfigError as exc:
+            raise ServiceError(422, "invalid_request", str(exc)) from None
         result = await to_thread.run_sync(recognize_bytes, recognizer, data, name, limits, cfg, plot, limiter=limiter)
         if not windows:
             result.pop("windows")

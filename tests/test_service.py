@@ -204,3 +204,24 @@ def test_binds_loopback_by_default():
 
     assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
     assert inspect.signature(serve_command).parameters["host"].default == "127.0.0.1"
+
+
+def test_adaptation_and_abstention_options(client, recognizer, emodb_root):
+    from serkit.audio import load_audio
+    from serkit.inference import InferenceConfig
+
+    # EmoDB utterances one after another (< 30 s): one recording whose windows are the batch.
+    names = sorted(p.name for p in (emodb_root / "wav").glob("*.wav"))[:10]
+    x = np.concatenate([load_audio(emodb_root / "wav" / n).samples[0] for n in names])
+    data = _wav(x)
+    response = _post(client, data, adapt="batch", min_confidence="0.6", min_batch="5")
+    assert response.status_code == 200, response.text
+    config = InferenceConfig(adapt="batch", min_confidence=0.6, min_batch=5)
+    expected = recognizer.recognize(load_audio(io.BytesIO(data)), config).to_dict()
+    assert [w["label"] for w in response.json()["windows"]] == [w["label"] for w in expected["windows"]]
+    assert "uncertain" in {w["label"] for w in expected["windows"]} and not expected["adaptation"]
+    plain = recognizer.recognize(load_audio(io.BytesIO(data))).to_dict()
+    assert [w["probabilities"] for w in plain["windows"]] != [w["probabilities"] for w in expected["windows"]]
+    for bad in ({"adapt": "corpus"}, {"min_confidence": "1.5"}):
+        refused = _post(client, data, **bad)
+        assert refused.status_code == 422 and refused.json()["error"] == "invalid_request"
