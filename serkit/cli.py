@@ -282,12 +282,13 @@ def serve(
 
 @app.command()
 def export(
-    model_dir: Annotated[Path, typer.Argument(help="Model bundle folder of a neural model.")],
+    model_dir: Annotated[Path, typer.Argument(help="Model bundle folder of a neural or linear model.")],
     onnx: Annotated[bool, typer.Option("--onnx", help="Export the network to ONNX (the only format so far).")] = False,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default MODEL_DIR/model.onnx).")] = None,
     exporter: Annotated[str, typer.Option("--exporter", help="auto (torch.export, else TorchScript), dynamo or torchscript.")] = "auto",
 ) -> None:
-    """Export a neural model bundle's network to ONNX and check it against PyTorch with onnxruntime."""
+    """Export a bundle to ONNX and check it against PyTorch with onnxruntime: a neural model's network, or a
+    linear model with its standardisation and temperature (and, for Whisper statistics, the encoder blocks)."""
     from serkit.export import export_onnx
 
     if not onnx:
