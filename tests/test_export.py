@@ -9,22 +9,20 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from plans import plan_of
 from torch import nn
 from typer.testing import CliRunner
 
 from serkit.audio import load_audio
+from serkit.blocks.sequences import length_mask
 from serkit.bundle import load_bundle, save_bundle
 from serkit.cli import app
-from serkit.errors import BundleError
-from serkit.features.normalise import fit_normaliser
-from serkit.export import export_onnx
 from serkit.features import get_extractor
+from serkit.features.normalise import fit_normaliser
 from serkit.inference import DEFAULT_MODEL
 from serkit.models.base import register
-from serkit.blocks.sequences import length_mask
 from serkit.models.network import TorchSERModel
 from serkit.training.trainer import TrainConfig
-from plans import plan_of
 
 
 class TwoInputNet(nn.Module):
