@@ -140,6 +140,15 @@ class Bundle:
         """
         return self.plan.compute_one(audio, self.fitted)
 
+    def features_many(self, audios: Sequence[Audio]) -> list[dict[str, np.ndarray]]:
+        """:meth:`features` of several recordings, batched through each extractor (equal up to
+        float rounding).
+
+        Raises:
+            As :meth:`features`, for the first recording that fails.
+        """
+        return self.plan.compute_many(audios, self.fitted)
+
     def predict(self, features: Sequence[dict[str, np.ndarray]], speaker: str = "unknown") -> np.ndarray:
         """Class probabilities ``(len(features), K)`` from :meth:`features` of recordings of one speaker.
 

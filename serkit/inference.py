@@ -58,6 +58,8 @@ VAD_PACKAGE = "silero_vad.data"
 VAD_FILE = "silero_vad_16k_sequence.onnx"
 VAD_SHA256 = "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85"
 VAD_RATE = 16000
+#: Windows whose audio is held at once before their features are computed (in batches).
+WINDOW_CHUNK = 64
 #: The label of a window, piece or recording whose highest probability is below ``min_confidence``.
 UNCERTAIN = "uncertain"
 
@@ -442,7 +444,7 @@ class Recognizer:
             self.vad = shared_vad()
         if speakers is not None and len(speakers) != len(audios):
             raise ConfigError(f"recognize_many: {len(speakers)} speakers for {len(audios)} recordings")
-        collected, feats, groups = [], [], []
+        collected, windows, feats, groups = [], [], [], []
         for i, audio in enumerate(audios):
             parts = split_channels(audio, cfg.per_channel)
             speech_rows, rows = [], []
@@ -453,11 +455,15 @@ class Recognizer:
                     speech_rows.append({"channel": name, "segment": seg, "start": start, "end": end})
                     for a, b in window_spans(start, end, cfg.window, cfg.hop):
                         rows.append({"channel": name, "segment": seg, "start": a, "end": b})
-                        feats.append(self.bundle.features(part.slice(a, b)))
+                        windows.append(part.slice(a, b))
+                        if len(windows) == WINDOW_CHUNK:  # bounded memory: features, not audio, are kept
+                            feats += self.bundle.features_many(windows)
+                            windows = []
                         # a speaker-normalised bundle standardises each channel of a recording on its own
                         groups.append(speakers[i] if speakers is not None else f"{i}:{name}")
             collected.append((audio, parts, speech_rows, rows))
         proba, adapted = np.zeros((0, len(self.labels))), None
+        feats += self.bundle.features_many(windows) if windows else []
         if feats:
             proba, adapted = self.bundle.predict_adapted(feats, groups, cfg.adapt, cfg.min_batch)
         prob_cols = [f"p_{lab}" for lab in self.labels]
