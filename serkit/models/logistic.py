@@ -61,8 +61,7 @@ class LinearLogistic(LinearSVM):
     ) -> dict[float, np.ndarray]:
         """``{C: (n, K) logits}`` of each training utterance from a model trained without its speaker."""
         scores = {C: np.zeros((len(y), len(self.labels_))) for C in grid}
-        for speaker in np.unique(groups):
-            held = groups == speaker
+        for held in self._inner_splits(groups):
             train, test = data[~held], data[held]
             if self.config.inner_standardise:
                 scaler = fit_normaliser("global", train)
