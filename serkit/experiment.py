@@ -21,7 +21,7 @@ import shutil
 import time
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +31,16 @@ import pandas as pd
 import serkit
 from serkit.bundle import save_bundle
 from serkit.corpora import get_corpus
+from serkit.derived.base import FittedFeature
 from serkit.errors import ConfigError
 from serkit.evaluation.protocols import Fold, make_folds
 from serkit.evaluation.report import plain_data, write_run
-from serkit.derived.base import FittedFeature
 from serkit.features.data import FeatureData, Inputs, take_rows
 from serkit.features.normalise import Normaliser, fit_normaliser
 from serkit.io import atomic_write_bytes, check_output_dir
 from serkit.models.base import get_model
 from serkit.pipeline import FeaturePlan
+from serkit.trimming import trim_encoder_layers
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ def _timed_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> FoldResult
 
 def default_run_dir(recipe: dict[str, Any], base: str | Path = "results") -> Path:
     """``results/<name>-<corpus>-<UTC time>``."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return Path(base) / f"{recipe['name']}-{recipe['corpus']['name']}-{stamp}"
 
 
@@ -360,16 +361,19 @@ def train_bundle(
     )  # fmt: skip
     trained_on = {
         "corpus": recipe["corpus"]["name"],
-        "n_utterances": int(len(data.table)),
+        "n_utterances": len(data.table),
         "speakers": sorted(set(speakers.tolist())),
         "failures": data.failures,
         "fit": model.fit_info(),
     }
+    plan, normalisers, top = trim_encoder_layers(data.plan, normalisers, model)
+    if top is not None:
+        trained_on["encoder_layers"] = f"0..{top}: the blocks after layer {top} are not run (serkit.trimming)"
     return save_bundle(
         out_dir,
-        recipe=recipe,
+        recipe={**recipe, "features": plan.recipe},
         labels=data.labels,
-        plan=data.plan,
+        plan=plan,
         fitted=fitted,
         normalisers=normalisers,
         model=model,

@@ -86,3 +86,31 @@ def test_svm_one_vs_rest_values_follow_scikit_learn():
         proba = head(torch.from_numpy(X.astype(np.float32))).numpy()
     want = torch.softmax(torch.from_numpy(svm.decision_function(X)), dim=1).numpy()
     np.testing.assert_allclose(proba, want, atol=1e-5)
+
+
+def test_a_trained_bundle_runs_only_the_blocks_its_model_reads(manifest, tmp_path_factory, emodb_root):
+    from serkit.features.normalise import Normaliser
+    from serkit.pipeline import FeaturePlan
+
+    folder = _bundle(manifest, tmp_path_factory, "logistic_regression", "all", True)
+    bundle = load_bundle(folder)
+    (extractor, _), = bundle.plan.extractors.values()
+    block = bundle.meta["trained_on"]["fit"]["layer"]
+    assert extractor.layers == tuple(range(int(block) + 1)) and extractor.n_blocks == int(block) < 4
+    # The same model on the untrimmed graph (every layer extracted, columns and statistics in
+    # the full layout) gives the same probabilities.
+    full = FeaturePlan({**bundle.plan.recipe, "encoder": {**bundle.plan.recipe["encoder"], "config": {
+        "model": "whisper-tiny.en", "layer": "all"}}})  # fmt: skip
+    layout = full.layouts["pooled"]
+    kept = layout.columns("layer", list(range(int(block) + 1)))
+    norm = bundle.normalisers["pooled"]
+    mean, std = np.zeros(layout.dim), np.ones(layout.dim)
+    mean[kept], std[kept] = norm.mean_, norm.std_
+    audio = load_audio(emodb_root / "wav" / "11a02Tc.wav")
+    raw = full.compute_one(audio)["pooled"][None]
+    model = bundle.model
+    trimmed_columns = model.columns_
+    model.columns_ = kept[trimmed_columns]
+    want = model.predict_proba({"pooled": Normaliser("global", layout.dim, mean_=mean, std_=std).transform(raw)})
+    model.columns_ = trimmed_columns
+    np.testing.assert_allclose(bundle.predict([bundle.features(audio)]), want, atol=1e-5)
