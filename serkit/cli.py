@@ -22,8 +22,13 @@ console = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML (see recipes/).", exists=True, dir_okay=False)]
-CorpusOpt = Annotated[Optional[str], typer.Option("--corpus", help="Corpus adapter name, replaces the recipe's.")]
-RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Corpus root folder.")]
+CorpusOpt = Annotated[
+    Optional[str],
+    typer.Option("--corpus", help="Corpus adapter name, replaces the recipe's; several, comma-separated, are pooled."),
+]
+RootOpt = Annotated[
+    Optional[list[Path]], typer.Option("--root", help="Corpus root folder; repeat it, one per pooled corpus, in order.")
+]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: dotted.key=value (YAML).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -59,18 +64,18 @@ def experiment(
 ) -> None:
     """Evaluate a recipe on its protocol's folds and write a report folder."""
     from serkit.experiment import run_experiment
-    from serkit.recipe import load_recipe
+    from serkit.recipe import corpus_title, load_recipe
 
     _setup_logging(quiet)
     try:
-        resolved = load_recipe(recipe, corpus=corpus, root=root, overrides=set_ or ())
+        resolved = load_recipe(recipe, corpus=corpus, root=root or None, overrides=set_ or ())
         run_dir = run_experiment(resolved, out_dir, progress=not quiet, overwrite=overwrite, resume=resume)
     except SerkitError as exc:
         _fail(exc)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     fm = metrics["fold_mean"]
     out.print(
-        f"{resolved['name']} on {resolved['corpus']['name']} ({metrics['protocol']['name']}, "
+        f"{resolved['name']} on {corpus_title(resolved)} ({metrics['protocol']['name']}, "
         f"{resolved['normalisation']} normalisation): UA {metrics['ua']:.3f}  WA {metrics['wa']:.3f}  "
         f"macro-F1 {metrics['macro_f1']:.3f}  (fold mean UA {fm['mean']['ua']:.3f} ± {fm['std']['ua']:.3f})"
     )
@@ -93,7 +98,7 @@ def train(
 
     _setup_logging(quiet)
     try:
-        resolved = load_recipe(recipe, corpus=corpus, root=root, overrides=set_ or ())
+        resolved = load_recipe(recipe, corpus=corpus, root=root or None, overrides=set_ or ())
         bundle_dir = train_bundle(resolved, out_dir, progress=not quiet, overwrite=overwrite)
     except SerkitError as exc:
         _fail(exc)

@@ -31,6 +31,8 @@ import pandas as pd
 import serkit
 from serkit.bundle import save_bundle
 from serkit.corpora import get_corpus
+from serkit.corpora.pool import load_pooled
+from serkit.corpora.vocabulary import select_labels
 from serkit.derived.base import FittedFeature
 from serkit.errors import ConfigError
 from serkit.evaluation.protocols import Fold, make_folds
@@ -40,6 +42,7 @@ from serkit.features.normalise import Normaliser, fit_normaliser
 from serkit.io import atomic_write_bytes, check_output_dir
 from serkit.models.base import get_model
 from serkit.pipeline import FeaturePlan
+from serkit.recipe import corpus_title
 from serkit.trimming import trim_encoder_layers
 
 log = logging.getLogger(__name__)
@@ -50,12 +53,13 @@ class Dataset:
     """A corpus table and its features, restricted to the utterances every feature could use.
 
     Attributes:
-        table: corpus table (columns of :data:`serkit.corpora.base.COLUMNS`), row ``i`` is
-            utterance ``i`` of every feature.
+        table: corpus table (columns of :data:`serkit.corpora.base.COLUMNS`, and ``corpus`` when
+            the recipe pools ``corpora``), row ``i`` is utterance ``i`` of every feature.
         plan: the recipe's feature graph (:class:`~serkit.pipeline.FeaturePlan`).
         features: the plan's stored features (``(n, dims)`` matrix or list of ``(frames, dims)``
             arrays per key), in table order; fitted derived features are made per fold from them.
-        labels: the class order (the corpus's label set, restricted to labels present).
+        labels: the class order (the recipe's ``labels``, else the corpus's label set, in
+            vocabulary order when pooled), restricted to labels present.
         y: ``(n,)`` int class index of every row.
         failures: ``{"utterance_id", "path", "feature", "error"}`` records of dropped utterances.
     """
@@ -83,26 +87,33 @@ class Dataset:
 
 
 def prepare_dataset(recipe: dict[str, Any], *, progress: bool = True) -> Dataset:
-    """Load the recipe's corpus and compute the features that do not depend on a fold.
+    """Load the recipe's corpus (or pool its ``corpora``), keep the classes of its ``labels``, and
+    compute the features that do not depend on a fold.
 
     Extractors and fixed derived features run here (cached when ``cache_dir`` is set); utterances
     any of them could not process are dropped and listed in ``failures``.
 
     Raises:
-        ConfigError, CorpusError: bad recipe or corpus folder.
+        ConfigError, CorpusError: bad recipe, ``labels`` or corpus folder.
         FeatureError: every utterance failed.
     """
-    corpus_spec = recipe["corpus"]
     plan = FeaturePlan(recipe["features"])
-    adapter = get_corpus(corpus_spec["name"])
-    table = adapter.load(corpus_spec["root"], **(corpus_spec.get("options") or {}))
+    if recipe.get("corpora") is not None:
+        table, order = load_pooled(recipe["corpora"])
+    else:
+        corpus_spec = recipe["corpus"]
+        adapter = get_corpus(corpus_spec["name"])
+        table = adapter.load(corpus_spec["root"], **(corpus_spec.get("options") or {}))
+        order = list(adapter.labels)
+    if recipe.get("labels") is not None:
+        table, order = select_labels(table, recipe["labels"])
     done = plan.materialise(table, cache_dir=recipe.get("cache_dir"), n_jobs=recipe.get("n_jobs", -1), progress=progress)
     by_id = table.set_index("utterance_id")["path"]
     failures = [{"utterance_id": f["utterance_id"], "path": str(by_id[f["utterance_id"]]), "feature": f["feature"],
                  "error": f["error"]} for f in done.failures]  # fmt: skip
     table = table.set_index("utterance_id").loc[done.ids].reset_index()
     present = set(table["label"])
-    labels = [lab for lab in adapter.labels if lab in present] or sorted(present)
+    labels = [lab for lab in order if lab in present] or sorted(present)
     y = table["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy(dtype=int)
     return Dataset(table, plan, done.features, labels, y, failures)
 
@@ -235,9 +246,9 @@ def _timed_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> FoldResult
 
 
 def default_run_dir(recipe: dict[str, Any], base: str | Path = "results") -> Path:
-    """``results/<name>-<corpus>-<UTC time>``."""
+    """``results/<name>-<corpus>-<UTC time>`` (pooled corpora: ``<corpus>+<corpus>...``)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return Path(base) / f"{recipe['name']}-{recipe['corpus']['name']}-{stamp}"
+    return Path(base) / f"{recipe['name']}-{corpus_title(recipe)}-{stamp}"
 
 
 def run_experiment(
@@ -305,6 +316,8 @@ def run_experiment(
                 "predicted": [data.labels[k] for k in proba.argmax(axis=1)],
             }
         )
+        if "corpus" in rows.columns:
+            frame["corpus"] = rows["corpus"].to_numpy()
         for k, lab in enumerate(data.labels):
             frame[f"p_{lab}"] = proba[:, k]
         frames.append(frame)
@@ -360,8 +373,9 @@ def train_bundle(
         layouts=data.plan.layouts,
     )  # fmt: skip
     trained_on = {
-        "corpus": recipe["corpus"]["name"],
+        "corpus": corpus_title(recipe),
         "n_utterances": len(data.table),
+        **({"per_corpus": data.table["corpus"].value_counts().sort_index().to_dict()} if "corpus" in data.table else {}),
         "speakers": sorted(set(speakers.tolist())),
         "failures": data.failures,
         "fit": model.fit_info(),
