@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures_corpora import populate
 from typer.testing import CliRunner
 
-from fixtures_corpora import populate
 from serkit.cli import app
 from serkit.corpora import load_corpus
 from serkit.corpora.pool import POOLED_COLUMNS, load_pooled
