@@ -44,10 +44,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serkit.audio import Audio, load_audio
+from serkit.audio import Audio, AudioHeader, Source, audio_header, decode_audio
 from serkit.bundle import Bundle, load_bundle
 from serkit.errors import BundleError, ConfigError
-from serkit.io import atomic_write_bytes, atomic_write_text
+from serkit.io import atomic_write_set, output_error
 
 #: The bundle shipped inside the package (built by ``scripts/build_default_model.py``).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
@@ -107,7 +107,8 @@ class SileroVAD:
 
     The ONNX session is created once and shared: :meth:`speech_segments` keeps its recurrent
     state in local variables, so concurrent calls from several threads are safe. Nothing is
-    downloaded; the weight file's SHA-256 is checked against :data:`VAD_SHA256`.
+    downloaded; the weight file's SHA-256 is checked against :data:`VAD_SHA256`; onnxruntime's
+    telemetry is off (:mod:`serkit.onnx_runtime`).
 
     Raises:
         BundleError: the package is missing or its weight file differs from the pinned one.
@@ -115,6 +116,9 @@ class SileroVAD:
 
     def __init__(self) -> None:
         try:
+            from serkit.onnx_runtime import import_onnxruntime
+
+            import_onnxruntime()  # telemetry off before the VAD's session starts
             from silero_vad.sequence_vad import SileroVADSequence
         except ImportError as exc:
             raise BundleError("voice activity detection needs the silero-vad package (pip install silero-vad==6.2.3)") from exc
@@ -254,7 +258,8 @@ class Timeline:
     Attributes:
         labels: class order of the ``p_<label>`` columns.
         duration: recording length in seconds.
-        sample_rate: the recording's rate in Hz.
+        sample_rate: rate of the analysed audio in Hz (a file decoded for a model
+            (:meth:`Recognizer.load`) is at the model's rate when the file's is higher).
         channels: analysed channel names (``["mix"]``, ``["left", "right"]``, …).
         speech: voice activity, columns ``channel``, ``segment``, ``start``, ``end``.
         windows: per-window probabilities, columns ``channel``, ``segment``, ``start``, ``end``,
@@ -327,14 +332,25 @@ class Timeline:
         return self.segments.to_csv(index=False, float_format="%.4f")
 
     def write(self, out_dir: str | Path, stem: str, audio: Audio | None = None) -> dict[str, Path]:
-        """Write ``<stem>.csv``, ``<stem>.json`` and ``<stem>.png`` into ``out_dir`` (created), atomically."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return {
-            "csv": atomic_write_text(out_dir / f"{stem}.csv", self.to_csv()),
-            "json": atomic_write_text(out_dir / f"{stem}.json", self.to_json() + "\n"),
-            "png": atomic_write_bytes(out_dir / f"{stem}.png", plot_timeline(self, audio)),
+        """Write ``<stem>.csv``, ``<stem>.json`` and ``<stem>.png`` into ``out_dir`` as one set.
+
+        ``stem`` may hold sub-folders (``calls/a/x``); folders are created. The three files are
+        written with :func:`~serkit.io.atomic_write_set`: afterwards all three are new or none is.
+
+        Raises:
+            OutputError: the folder cannot be created or written, or the disk is full.
+        """
+        target = Path(out_dir) / stem
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise output_error(target.parent, exc) from exc
+        files = {
+            target.with_name(f"{target.name}.csv"): self.to_csv().encode(),
+            target.with_name(f"{target.name}.json"): (self.to_json() + "\n").encode(),
+            target.with_name(f"{target.name}.png"): plot_timeline(self, audio),
         }
+        return dict(zip(("csv", "json", "png"), atomic_write_set(files), strict=True))
 
 
 # --------------------------------------------------------------------------- recognition
@@ -426,14 +442,45 @@ class Recognizer:
             source=audio.path,
         )
 
+    def analysis_format(self, header: AudioHeader, config: InferenceConfig | None = None) -> tuple[int, bool]:
+        """``(sample_rate, mono)`` a recording is decoded to for this model and ``config``.
+
+        The rate is the highest any extractor (or the VAD, 16 kHz) reads, or the file's own when
+        that is lower: nothing above it reaches the model, and each extractor still resamples to
+        its own rate. ``mono`` (decode the down-mix) holds when every extractor reads the
+        down-mix and the channels are not analysed one by one.
+        """
+        cfg = config or self.config
+        extractors = list(self.bundle.extractors.values())
+        needed = max([int(extractor.sample_rate) for extractor, _ in extractors] + ([VAD_RATE] if cfg.vad else []))
+        mono = not cfg.per_channel and all(channel == "downmix" for _, channel in extractors)
+        return min(header.sample_rate, needed), mono
+
+    def load(self, source: Source, config: InferenceConfig | None = None, *, name: str | None = None,
+             max_frames: int | None = None) -> Audio:
+        """Decode a recording for this model (:meth:`analysis_format`) block by block.
+
+        Args:
+            source: a path or the file's bytes.
+            config: overrides the recognizer's config (``per_channel``, ``vad``).
+            name: what error messages call bytes.
+            max_frames: most input frames accepted (see :func:`~serkit.audio.decode_audio`).
+
+        Raises:
+            UnreadableAudioError, EmptyAudioError, TooShortAudioError, TooLongAudioError,
+            NonFiniteAudioError, OutOfRangeAudioError: as :func:`~serkit.audio.decode_audio`.
+        """
+        rate, mono = self.analysis_format(audio_header(source, name=name), config)
+        return decode_audio(source, sample_rate=rate, mono=mono, max_frames=max_frames, name=name)
+
     def recognize_file(self, path: str | Path, config: InferenceConfig | None = None) -> Timeline:
-        """:meth:`recognize` of a file read with :func:`~serkit.audio.load_audio`.
+        """:meth:`recognize` of a file read with :meth:`load`.
 
         Raises:
             UnreadableAudioError, EmptyAudioError, TooShortAudioError, NonFiniteAudioError,
-            OutOfRangeAudioError: as :func:`~serkit.audio.load_audio`; otherwise as :meth:`recognize`.
+            OutOfRangeAudioError: as :func:`~serkit.audio.decode_audio`; otherwise as :meth:`recognize`.
         """
-        return self.recognize(load_audio(path), config)
+        return self.recognize(self.load(path, config), config)
 
 
 # --------------------------------------------------------------------------- plot

@@ -263,7 +263,8 @@ def test_cli_predict_needs_no_model_and_runs_folders_as_a_batch(emodb_root, conc
     audio, spans = concatenation
     sf.write(folder / "concat.flac", audio.samples[0], RATE)
     (folder / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk")
-    single = emodb_root / "wav" / UTTERANCES[0]
+    single = tmp_path / UTTERANCES[0]
+    single.write_bytes((emodb_root / "wav" / UTTERANCES[0]).read_bytes())
     result = runner.invoke(app, ["predict", str(single), str(folder), "--json", "--out", str(tmp_path / "out")])
     assert result.exit_code == 1, result.output  # the broken file is reported, the others are labelled
     rows = json.loads(result.stdout)
@@ -271,7 +272,9 @@ def test_cli_predict_needs_no_model_and_runs_folders_as_a_batch(emodb_root, conc
     assert by_file[str(single)]["label"] == "anger"
     assert len(by_file[str(folder / "concat.flac")]["speech"]) == len(spans)
     assert "cannot decode" in by_file[str(folder / "broken.wav")]["error"]
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {f"{s}.{e}" for s in ("03a01Wa", "concat") for e in ("csv", "json", "png")}
+    # names keep the path below the folder the inputs share (tmp_path)
+    written = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert written == {f"{s}.{e}" for s in ("03a01Wa", "in/concat") for e in ("csv", "json", "png")}
 
 
 def test_cli_predict_table_and_bad_model(emodb_root, tmp_path):
