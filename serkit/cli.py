@@ -40,7 +40,7 @@ def _setup_logging(quiet: bool) -> None:
 
 def _fail(exc: Exception) -> None:
     """Print ``error: <message>`` (in the command line's words where the error has them) and exit 2."""
-    console.print(f"[bold red]error:[/] {escape(getattr(exc, 'cli_message', None) or str(exc))}")
+    console.print(f"[bold red]error:[/] {escape(getattr(exc, 'cli_message', None) or str(exc))}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -179,7 +179,7 @@ def predict(
         if table.row_count:
             out.print(table)
         for path, message in errors.items():
-            console.print(f"[red]skipped[/] {escape(str(path))}: {escape(message)}")
+            console.print(f"[red]skipped[/] {escape(str(path))}: {escape(message)}", soft_wrap=True)
         if out_dir is not None and results:
             out.print(f"timelines: {out_dir}")
     if errors:

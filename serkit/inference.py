@@ -507,7 +507,8 @@ def plot_timeline(timeline: Timeline, audio: Audio | None = None) -> bytes:
         if channel in sources:
             mono = sources[channel].downmix().samples[0]
             step = max(1, len(mono) // 4000)
-            env = np.abs(mono[: len(mono) // step * step]).reshape(-1, step).max(axis=1)
+            frames = mono[: len(mono) // step * step].reshape(-1, step)
+            env = np.maximum(frames.max(axis=1), -frames.min(axis=1))  # |x| peaks without a full-size copy
             t = (np.arange(len(env)) * step) / sources[channel].sample_rate
             ax.fill_between(t, 0, env / max(float(env.max()), 1e-9), color="0.85", lw=0, label="_wave")
         seg = timeline.segments[timeline.segments["channel"] == channel]

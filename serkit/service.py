@@ -198,6 +198,20 @@ def max_frames(header: AudioHeader, limits: ServiceLimits) -> int:
     return allowed if header.frames is None else min(header.frames, allowed)
 
 
+def memory_share(recognizer: Recognizer, header: AudioHeader, limits: ServiceLimits, config: InferenceConfig) -> int:
+    """Samples (float32, 4 bytes each) one upload reserves from the memory budget.
+
+    What decoding holds at its peak (:func:`serkit.audio.decode_peak_samples` of
+    :func:`max_frames` frames at the model's rate, down-mixed unless channels are analysed one
+    by one) plus the decoded size again: the analysis's copies (the VAD's 16 kHz version of a
+    channel, the plot's envelope) stay below one more decoded recording.
+    """
+    rate, mono = recognizer.analysis_format(header, config)
+    frames = max_frames(header, limits)
+    decoded = (1 if mono else header.channels) * resampled_length(frames, header.sample_rate, rate)
+    return decode_peak_samples(frames, header.sample_rate, header.channels, sample_rate=rate, mono=mono) + decoded
+
+
 def recognize_bytes(recognizer: Recognizer, data: bytes, name: str, limits: ServiceLimits,
                     config: InferenceConfig, plot: bool, budget: SampleBudget | None = None) -> dict[str, Any]:
     """Check, decode and label one upload (runs in a worker thread), within the memory budget.
@@ -209,8 +223,7 @@ def recognize_bytes(recognizer: Recognizer, data: bytes, name: str, limits: Serv
     budget = budget or SampleBudget(limits.memory_samples)
     rate, mono = recognizer.analysis_format(header, config)
     frames = max_frames(header, limits)
-    decoded = (1 if mono else header.channels) * resampled_length(frames, header.sample_rate, rate)
-    share = decode_peak_samples(frames, header.sample_rate, header.channels, sample_rate=rate, mono=mono) + decoded
+    share = memory_share(recognizer, header, limits, config)
     if share > budget.total:
         raise ServiceError(413, "audio_too_large", f"{name}: decoding needs {share} samples of memory, more than the "
                            f"service's budget of {budget.total}")

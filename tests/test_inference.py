@@ -283,3 +283,22 @@ def test_cli_predict_table_and_bad_model(emodb_root, tmp_path):
     assert "anger" in result.stdout and "mix" in result.stdout
     result = runner.invoke(app, ["predict", str(emodb_root / "wav" / UTTERANCES[0]), "--model", str(tmp_path)])
     assert result.exit_code == 2 and "no bundle.json" in result.output
+
+
+def test_the_vad_writes_no_telemetry(tmp_path):
+    # onnxruntime 1.31 writes ~/.cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,onnxruntime.db} when a
+    # session starts unless its telemetry is off; CI=true also turns it off, so the child runs without it.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import numpy as np; from serkit.audio import Audio; from serkit.inference import SileroVAD; "
+            "p = SileroVAD().speech_probabilities(Audio(np.zeros((1, 16000), np.float32), 16000)); print(len(p))")
+    drop = {"CI", "ORT_DISABLE_TELEMETRY", "ORT_RUNNING_UNIT_TESTS", "XDG_CACHE_HOME"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "32"  # the VAD ran: one probability per started 32 ms frame
+    assert not (tmp_path / ".cache" / "Microsoft").exists(), sorted(map(str, tmp_path.rglob("*")))
