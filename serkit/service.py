@@ -12,7 +12,9 @@ serkit itself with nothing loaded from another site):
 - ``GET /`` — the web page (``serkit/web/``): upload or record, see the timeline.
 
 The model and the VAD load once, in :func:`create_app`. Recognition runs in worker threads
-(at most ``max_workers`` at a time), so requests do not block the event loop or each other.
+(at most ``max_workers`` at a time), so requests do not block the event loop or each other; a
+request waiting for a worker keeps its upload in the form parser's spool file (1 MiB in memory,
+the rest on disk), not in memory.
 
 Memory is bounded (:class:`ServiceLimits`): an upload is held as bytes (at most
 ``max_upload_bytes``), checked from its header (rate, channels, duration, and its samples,
@@ -62,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from anyio import CapacityLimiter, to_thread
+from anyio import CapacityLimiter, Semaphore, to_thread
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -288,6 +290,7 @@ def create_app(
     recognizer = model if isinstance(model, Recognizer) else Recognizer(model, config)
     base_config = config or recognizer.config
     limiter = CapacityLimiter(limits.max_workers)
+    in_memory = Semaphore(limits.max_workers)
     budget = SampleBudget(limits.memory_samples)
     app = FastAPI(
         title="serkit",
@@ -343,13 +346,14 @@ def create_app(
         windows: Annotated[bool, Query(description="Include the per-window probabilities.")] = True,
 ) -> dict[str, Any]:
         _check_content_type(file.content_type)
-        data = await _read_limited(file, limits.max_upload_bytes)
         name = Path(file.filename or "upload").name
-        if not data:
-            raise ServiceError(400, "empty_upload", f"{name}: the uploaded file is empty")
         cfg = dataclasses.replace(base_config, per_channel=per_channel)
-        result = await to_thread.run_sync(recognize_bytes, recognizer, data, name, limits, cfg, plot, budget,
-                                          limiter=limiter)
+        async with in_memory:  # at most max_workers uploads held as bytes; others wait spooled by the form parser
+            data = await _read_limited(file, limits.max_upload_bytes)
+            if not data:
+                raise ServiceError(400, "empty_upload", f"{name}: the uploaded file is empty")
+            result = await to_thread.run_sync(recognize_bytes, recognizer, data, name, limits, cfg, plot, budget,
+                                              limiter=limiter)
         if not windows:
             result.pop("windows")
         return result
