@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from serkit.audio import Audio
 from serkit.errors import ConfigError, SerkitError
-from serkit.inference import Recognizer
+from serkit.inference import Recognizer, Timeline
 from serkit.io import output_error, remove_stale_temp_files
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
@@ -93,36 +94,57 @@ def label_files(
     recognizer: Recognizer,
     files: Sequence[tuple[Path, Path]],
     out_dir: Path | None = None,
+    *,
+    speakers: dict[Path, str] | None = None,
     advance: Callable[[], Any] = lambda: None,
-) -> tuple[list[dict[str, Any]], dict[Path, str]]:
+) -> tuple[list[dict[str, Any]], dict[Path, str], list[str]]:
     """Timelines of ``files`` (from :func:`audio_files`), written to ``out_dir`` when given.
 
     Each file is decoded for the model (:meth:`Recognizer.load`) and recognised with the
-    recognizer's config; ``advance`` is called after each.
+    recognizer's config; ``advance`` is called after each. With adaptation (``config.adapt``
+    other than ``none``) the files are one call: all are decoded first and labelled together
+    (:meth:`Recognizer.recognize_many`, grouped by ``speakers`` when given).
 
     Returns:
-        ``(results, errors)``: one :meth:`Timeline.to_dict` per labelled file with ``"file"``
-        set to the path as given, and file -> problem for files that could not be used.
+        ``(results, errors, notes)``: one :meth:`Timeline.to_dict` per labelled file with
+        ``"file"`` set to the path as given, file -> problem for files that could not be used,
+        and the adaptation's notes.
 
     Raises:
         ConfigError, OutputError: ``out_dir`` is not a folder or cannot be written (the files
             written before stay; the failing file's set is not written).
+        SerkitError: adaptation fails for the call as a whole.
     """
     names = output_names(files) if out_dir is not None else {}
     if out_dir is not None:
         prepare_output(out_dir)
     results: list[dict[str, Any]] = []
     errors: dict[Path, str] = {}
-    for path, _ in files:
-        try:
-            audio = recognizer.load(path)
-            timeline = recognizer.recognize(audio)
-        except SerkitError as exc:
-            errors[path] = getattr(exc, "problem", str(exc))
-            advance()
-            continue
+    together: list[tuple[Path, Audio]] = []
+
+    def keep(path: Path, timeline: Timeline, audio: Audio) -> None:
         if out_dir is not None:
             timeline.write(out_dir, names[path], audio)
         results.append({**timeline.to_dict(), "file": str(path)})
+
+    adapting = recognizer.config.adapt != "none"
+    for path, _ in files:
+        try:
+            audio = recognizer.load(path)
+            timeline = None if adapting else recognizer.recognize(audio)
+        except SerkitError as exc:  # this file is unusable: note it, go on
+            errors[path] = getattr(exc, "problem", str(exc))
+            advance()
+            continue
+        if timeline is None:
+            together.append((path, audio))
+        else:
+            keep(path, timeline, audio)  # an OutputError here stops the batch
         advance()
-    return results, errors
+    if not together:
+        return results, errors, []
+    group = None if speakers is None else [speakers[path] for path, _ in together]
+    timelines = recognizer.recognize_many([audio for _, audio in together], speakers=group)
+    for (path, audio), timeline in zip(together, timelines, strict=True):
+        keep(path, timeline, audio)
+    return results, errors, list(timelines[0].adaptation)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,7 +13,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from serkit.errors import SerkitError
+from serkit.errors import ConfigError, SerkitError
 
 app = typer.Typer(help="serkit: speech emotion recognition, evaluated speaker-independently.", no_args_is_help=True)
 corpus_app = typer.Typer(help="Inspect corpora.", no_args_is_help=True)
@@ -22,9 +22,14 @@ console = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True, markup=False)  # results print as they are: [brackets] kept
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML (see recipes/).", exists=True, dir_okay=False)]
-CorpusOpt = Annotated[Optional[str], typer.Option("--corpus", help="Corpus adapter name, replaces the recipe's.")]
-RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Corpus root folder.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: dotted.key=value (YAML).")]
+CorpusOpt = Annotated[
+    str | None,
+    typer.Option("--corpus", help="Corpus adapter name, replaces the recipe's; several, comma-separated, are pooled."),
+]
+RootOpt = Annotated[
+    list[Path] | None, typer.Option("--root", help="Corpus root folder; repeat it, one per pooled corpus, in order.")
+]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a recipe value: dotted.key=value (YAML).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
@@ -49,7 +54,7 @@ def experiment(
     recipe: RecipeArg,
     corpus: CorpusOpt = None,
     root: RootOpt = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default results/<name>-<corpus>-<time>).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default results/<name>-<corpus>-<time>).")] = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
     resume: Annotated[
@@ -60,18 +65,18 @@ def experiment(
 ) -> None:
     """Evaluate a recipe on its protocol's folds and write a report folder."""
     from serkit.experiment import run_experiment
-    from serkit.recipe import load_recipe
+    from serkit.recipe import corpus_title, load_recipe
 
     _setup_logging(quiet)
     try:
-        resolved = load_recipe(recipe, corpus=corpus, root=root, overrides=set_ or ())
+        resolved = load_recipe(recipe, corpus=corpus, root=root or None, overrides=set_ or ())
         run_dir = run_experiment(resolved, out_dir, progress=not quiet, overwrite=overwrite, resume=resume)
     except SerkitError as exc:
         _fail(exc)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     fm = metrics["fold_mean"]
     out.print(
-        f"{resolved['name']} on {resolved['corpus']['name']} ({metrics['protocol']['name']}, "
+        f"{resolved['name']} on {corpus_title(resolved)} ({metrics['protocol']['name']}, "
         f"{resolved['normalisation']} normalisation): UA {metrics['ua']:.3f}  WA {metrics['wa']:.3f}  "
         f"macro-F1 {metrics['macro_f1']:.3f}  (fold mean UA {fm['mean']['ua']:.3f} ± {fm['std']['ua']:.3f})"
     )
@@ -94,23 +99,29 @@ def train(
 
     _setup_logging(quiet)
     try:
-        resolved = load_recipe(recipe, corpus=corpus, root=root, overrides=set_ or ())
+        resolved = load_recipe(recipe, corpus=corpus, root=root or None, overrides=set_ or ())
         bundle_dir = train_bundle(resolved, out_dir, progress=not quiet, overwrite=overwrite)
     except SerkitError as exc:
         _fail(exc)
     out.print(f"model bundle: {bundle_dir}")
 
 
-def _inference_config(window: float, hop: float, per_channel: bool, no_vad: bool):
+def _inference_config(window: float, hop: float, per_channel: bool, no_vad: bool, **more: Any):
     from serkit.inference import InferenceConfig
 
-    return InferenceConfig(window=window, hop=hop, per_channel=per_channel, vad=not no_vad)
+    return InferenceConfig(window=window, hop=hop, per_channel=per_channel, vad=not no_vad, **more)
 
 
 WindowOpt = Annotated[float, typer.Option("--window", help="Longest stretch of speech labelled at once, seconds.")]
 HopOpt = Annotated[float, typer.Option("--hop", help="Step between windows over longer speech, seconds.")]
 PerChannelOpt = Annotated[bool, typer.Option("--per-channel", help="Analyse each channel on its own (stereo: left, right).")]
 NoVadOpt = Annotated[bool, typer.Option("--no-vad", help="Treat the whole recording as speech (no voice activity detection).")]
+MinConfidenceOpt = Annotated[float, typer.Option(
+    "--min-confidence", help="Label windows whose highest probability is below this 'uncertain' (0: never).")]
+AdaptOpt = Annotated[str, typer.Option(
+    "--adapt", help="Standardise features with the training statistics (none), those of all windows of the call "
+    "(batch), or per speaker (speaker: --speakers, else per channel).")]
+MinBatchOpt = Annotated[int, typer.Option("--min-batch", help="Fewest windows a batch or speaker needs to adapt on.")]
 
 
 @app.command()
@@ -120,9 +131,9 @@ def predict(
         typer.Argument(help="[MODEL_DIR] then audio files or folders of them (WAV, FLAC, OGG, …).", metavar="[MODEL_DIR] FILE...",
                        readable=False),
     ],
-    model_dir: Annotated[Optional[Path], typer.Option("--model", help="Model bundle folder (default: the shipped model).")] = None,
+    model_dir: Annotated[Path | None, typer.Option("--model", help="Model bundle folder (default: the shipped model).")] = None,
     out_dir: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--out", help="Write <name>.csv, <name>.json and <name>.png per file here; names keep the path below "
                                    "the folder the inputs share (a/x.wav and b/x.wav give a/x.* and b/x.*)."),
     ] = None,
@@ -131,6 +142,11 @@ def predict(
     hop: HopOpt = 1.5,
     per_channel: PerChannelOpt = False,
     no_vad: NoVadOpt = False,
+    min_confidence: MinConfidenceOpt = 0.0,
+    adapt: AdaptOpt = "none",
+    min_batch: MinBatchOpt = 20,
+    speakers_csv: Annotated[Path | None, typer.Option(
+        "--speakers", help="CSV with columns path and speaker: the groups of --adapt speaker.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Emotion timelines of recordings of any length. Bad files are reported and skipped (exit code 1).
@@ -151,17 +167,23 @@ def predict(
     if model_dir is None and len(files) > 1 and (files[0] / "bundle.json").is_file():
         model_dir, files = files[0], files[1:]
     try:
-        recognizer = Recognizer(model_dir, _inference_config(window, hop, per_channel, no_vad))
+        config = _inference_config(window, hop, per_channel, no_vad, min_confidence=min_confidence,
+                                   adapt=adapt, min_batch=min_batch)  # fmt: skip
+        recognizer = Recognizer(model_dir, config)
+        paths, errors = audio_files(files)
+        speaker_of = _speaker_table(speakers_csv, [path for path, _ in paths]) if speakers_csv is not None else None
     except SerkitError as exc:
         _fail(exc)
-    paths, errors = audio_files(files)
     with Progress(console=console, transient=True, disable=quiet or len(paths) < 2) as progress:
-        task = progress.add_task("recognising", total=len(paths))
+        task = progress.add_task("reading" if adapt != "none" else "recognising", total=len(paths))
         try:
-            results, failed = label_files(recognizer, paths, out_dir, advance=lambda: progress.advance(task))
+            results, failed, notes = label_files(recognizer, paths, out_dir, speakers=speaker_of,
+                                                 advance=lambda: progress.advance(task))
         except SerkitError as exc:
             _fail(exc)
     errors.update(failed)
+    for note in notes:
+        console.print(f"[yellow]adaptation[/] {escape(note)}", soft_wrap=True)
     labels = recognizer.labels
     if as_json:
         rows = results + [{"file": str(path), "error": message} for path, message in errors.items()]
@@ -186,16 +208,38 @@ def predict(
         raise typer.Exit(1)
 
 
+def _speaker_table(csv: Path, paths: list[Path]) -> dict[Path, str]:
+    """``{audio path: speaker}`` from a CSV with columns ``path`` and ``speaker`` (paths
+    relative to the CSV's folder or absolute).
+
+    Raises:
+        ConfigError: unreadable CSV, missing columns, or an audio file it does not list.
+    """
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(csv, dtype=str)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{csv}: cannot read the speaker table ({exc})") from None
+    if not {"path", "speaker"} <= set(table.columns):
+        raise ConfigError(f"{csv}: needs columns path and speaker, has {', '.join(table.columns)}")
+    known = {(csv.parent / p).resolve(): str(s) for p, s in zip(table["path"], table["speaker"])}
+    missing = [p for p in paths if p.resolve() not in known]
+    if missing:
+        raise ConfigError(f"{csv}: no speaker for {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    return {p: known[p.resolve()] for p in paths}
+
+
 @app.command()
 def serve(
-    model_dir: Annotated[Optional[Path], typer.Argument(help="Model bundle folder (default: the shipped model).")] = None,
+    model_dir: Annotated[Path | None, typer.Argument(help="Model bundle folder (default: the shipped model).")] = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes the service to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest accepted upload in MiB.")] = 20.0,
     max_duration: Annotated[float, typer.Option("--max-duration", help="Longest accepted recording in seconds.")] = 600.0,
     workers: Annotated[int, typer.Option("--workers", help="Recognitions running at once (threads).")] = 4,
     token: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--token", envvar="SERKIT_TOKEN", show_envvar=True,
                      help="Require 'Authorization: Bearer TOKEN' on the API (prefer the environment variable: "
                           "a command line is visible to other users)."),
@@ -225,12 +269,13 @@ def serve(
 
 @app.command()
 def export(
-    model_dir: Annotated[Path, typer.Argument(help="Model bundle folder of a neural model.")],
+    model_dir: Annotated[Path, typer.Argument(help="Model bundle folder of a neural or linear model.")],
     onnx: Annotated[bool, typer.Option("--onnx", help="Export the network to ONNX (the only format so far).")] = False,
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default MODEL_DIR/model.onnx).")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="ONNX file to write (default MODEL_DIR/model.onnx).")] = None,
     exporter: Annotated[str, typer.Option("--exporter", help="auto (torch.export, else TorchScript), dynamo or torchscript.")] = "auto",
 ) -> None:
-    """Export a neural model bundle's network to ONNX and check it against PyTorch with onnxruntime."""
+    """Export a bundle to ONNX and check it against PyTorch with onnxruntime: a neural model's network, or a
+    linear model with its standardisation and temperature (and, for Whisper statistics, the encoder blocks)."""
     from serkit.export import export_onnx
 
     if not onnx:
@@ -250,7 +295,7 @@ def corpus_info(
     name: Annotated[str, typer.Argument(help="Corpus adapter name (see `serkit list`).")],
     root: Annotated[Path, typer.Option("--root", help="Corpus root folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    option: Annotated[Optional[list[str]], typer.Option("--option", help="Adapter option key=value (YAML).")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Adapter option key=value (YAML).")] = None,
 ) -> None:
     """Utterances per speaker and per label of a corpus folder."""
     import yaml
@@ -307,15 +352,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of Mar
 @app.command()
 def compare(
     runs: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Argument(
             help="RUN_A RUN_B, or the runs of two systems (split by config; A is the first run's system).",
             metavar="RUN",
             show_default=False,
         ),
     ] = None,
-    a: Annotated[Optional[list[Path]], typer.Option("--a", help="A run of system A (repeat for each seed).")] = None,
-    b: Annotated[Optional[list[Path]], typer.Option("--b", help="A run of system B (repeat for each seed).")] = None,
+    a: Annotated[list[Path] | None, typer.Option("--a", help="A run of system A (repeat for each seed).")] = None,
+    b: Annotated[list[Path] | None, typer.Option("--b", help="A run of system B (repeat for each seed).")] = None,
     metric: Annotated[str, typer.Option("--metric", help="Fold metric to pair: ua, wa or macro_f1.")] = "ua",
     as_json: JsonOpt = False,
 ) -> None:

@@ -21,7 +21,7 @@ import shutil
 import time
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +31,19 @@ import pandas as pd
 import serkit
 from serkit.bundle import save_bundle
 from serkit.corpora import get_corpus
+from serkit.corpora.pool import load_pooled
+from serkit.corpora.vocabulary import select_labels
+from serkit.derived.base import FittedFeature
 from serkit.errors import ConfigError
 from serkit.evaluation.protocols import Fold, make_folds
 from serkit.evaluation.report import plain_data, write_run
-from serkit.derived.base import FittedFeature
 from serkit.features.data import FeatureData, Inputs, take_rows
 from serkit.features.normalise import Normaliser, fit_normaliser
 from serkit.io import atomic_write_bytes, check_output_dir, output_lock
 from serkit.models.base import get_model
 from serkit.pipeline import FeaturePlan
+from serkit.recipe import corpus_title
+from serkit.trimming import trim_encoder_layers
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +53,13 @@ class Dataset:
     """A corpus table and its features, restricted to the utterances every feature could use.
 
     Attributes:
-        table: corpus table (columns of :data:`serkit.corpora.base.COLUMNS`), row ``i`` is
-            utterance ``i`` of every feature.
+        table: corpus table (columns of :data:`serkit.corpora.base.COLUMNS`, and ``corpus`` when
+            the recipe pools ``corpora``), row ``i`` is utterance ``i`` of every feature.
         plan: the recipe's feature graph (:class:`~serkit.pipeline.FeaturePlan`).
         features: the plan's stored features (``(n, dims)`` matrix or list of ``(frames, dims)``
             arrays per key), in table order; fitted derived features are made per fold from them.
-        labels: the class order (the corpus's label set, restricted to labels present).
+        labels: the class order (the recipe's ``labels``, else the corpus's label set, in
+            vocabulary order when pooled), restricted to labels present.
         y: ``(n,)`` int class index of every row.
         failures: ``{"utterance_id", "path", "feature", "error"}`` records of dropped utterances.
     """
@@ -82,26 +87,33 @@ class Dataset:
 
 
 def prepare_dataset(recipe: dict[str, Any], *, progress: bool = True) -> Dataset:
-    """Load the recipe's corpus and compute the features that do not depend on a fold.
+    """Load the recipe's corpus (or pool its ``corpora``), keep the classes of its ``labels``, and
+    compute the features that do not depend on a fold.
 
     Extractors and fixed derived features run here (cached when ``cache_dir`` is set); utterances
     any of them could not process are dropped and listed in ``failures``.
 
     Raises:
-        ConfigError, CorpusError: bad recipe or corpus folder.
+        ConfigError, CorpusError: bad recipe, ``labels`` or corpus folder.
         FeatureError: every utterance failed.
     """
-    corpus_spec = recipe["corpus"]
     plan = FeaturePlan(recipe["features"])
-    adapter = get_corpus(corpus_spec["name"])
-    table = adapter.load(corpus_spec["root"], **(corpus_spec.get("options") or {}))
+    if recipe.get("corpora") is not None:
+        table, order = load_pooled(recipe["corpora"])
+    else:
+        corpus_spec = recipe["corpus"]
+        adapter = get_corpus(corpus_spec["name"])
+        table = adapter.load(corpus_spec["root"], **(corpus_spec.get("options") or {}))
+        order = list(adapter.labels)
+    if recipe.get("labels") is not None:
+        table, order = select_labels(table, recipe["labels"])
     done = plan.materialise(table, cache_dir=recipe.get("cache_dir"), n_jobs=recipe.get("n_jobs", -1), progress=progress)
     by_id = table.set_index("utterance_id")["path"]
     failures = [{"utterance_id": f["utterance_id"], "path": str(by_id[f["utterance_id"]]), "feature": f["feature"],
                  "error": f["error"]} for f in done.failures]  # fmt: skip
     table = table.set_index("utterance_id").loc[done.ids].reset_index()
     present = set(table["label"])
-    labels = [lab for lab in adapter.labels if lab in present] or sorted(present)
+    labels = [lab for lab in order if lab in present] or sorted(present)
     y = table["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy(dtype=int)
     return Dataset(table, plan, done.features, labels, y, failures)
 
@@ -234,9 +246,9 @@ def _timed_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> FoldResult
 
 
 def default_run_dir(recipe: dict[str, Any], base: str | Path = "results") -> Path:
-    """``results/<name>-<corpus>-<UTC time>``."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return Path(base) / f"{recipe['name']}-{recipe['corpus']['name']}-{stamp}"
+    """``results/<name>-<corpus>-<UTC time>`` (pooled corpora: ``<corpus>+<corpus>...``)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Path(base) / f"{recipe['name']}-{corpus_title(recipe)}-{stamp}"
 
 
 def run_experiment(
@@ -311,6 +323,8 @@ def _run_experiment(recipe: dict[str, Any], out_dir: Path, *, progress: bool, ov
                 "predicted": [data.labels[k] for k in proba.argmax(axis=1)],
             }
         )
+        if "corpus" in rows.columns:
+            frame["corpus"] = rows["corpus"].to_numpy()
         for k, lab in enumerate(data.labels):
             frame[f"p_{lab}"] = proba[:, k]
         frames.append(frame)
@@ -376,17 +390,21 @@ def _train_bundle(recipe: dict[str, Any], out_dir: str | Path, *, progress: bool
         layouts=data.plan.layouts,
     )  # fmt: skip
     trained_on = {
-        "corpus": recipe["corpus"]["name"],
-        "n_utterances": int(len(data.table)),
+        "corpus": corpus_title(recipe),
+        "n_utterances": len(data.table),
+        **({"per_corpus": data.table["corpus"].value_counts().sort_index().to_dict()} if "corpus" in data.table else {}),
         "speakers": sorted(set(speakers.tolist())),
         "failures": data.failures,
         "fit": model.fit_info(),
     }
+    plan, normalisers, top = trim_encoder_layers(data.plan, normalisers, model)
+    if top is not None:
+        trained_on["encoder_layers"] = f"0..{top}: the blocks after layer {top} are not run (serkit.trimming)"
     return save_bundle(
         out_dir,
-        recipe=recipe,
+        recipe={**recipe, "features": plan.recipe},
         labels=data.labels,
-        plan=data.plan,
+        plan=plan,
         fitted=fitted,
         normalisers=normalisers,
         model=model,

@@ -5,7 +5,10 @@ serkit itself with nothing loaded from another site):
 
 - ``POST /v1/recognize`` — multipart form with the recording in the field ``file`` (any format
   soundfile reads); query ``per_channel`` (analyse each channel), ``plot`` (add a base64 PNG
-  under ``plot_png``), ``windows`` (include the per-window rows). Returns
+  under ``plot_png``), ``windows`` (include the per-window rows), ``adapt`` (``none``,
+  ``batch``: the recording's windows, ``speaker``: each channel's; :mod:`serkit.adaptation`),
+  ``min_batch`` (fewest windows to adapt on), ``min_confidence`` (windows below it are
+  ``uncertain``). Returns
   :meth:`serkit.inference.Timeline.to_dict`.
 - ``GET /healthz`` — ``{"status": "ok", "model": {...}}`` once the model is loaded (without the
   model, and with ``"token_required": true``, to a caller without the token).
@@ -71,8 +74,20 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import serkit
-from serkit.audio import AudioHeader, audio_header, decode_audio, decode_peak_samples, resampled_length
-from serkit.errors import AudioError, ConfigError, FeatureError, TooLongAudioError, UnreadableAudioError
+from serkit.audio import (
+    AudioHeader,
+    audio_header,
+    decode_audio,
+    decode_peak_samples,
+    resampled_length,
+)
+from serkit.errors import (
+    AudioError,
+    ConfigError,
+    FeatureError,
+    TooLongAudioError,
+    UnreadableAudioError,
+)
 from serkit.inference import InferenceConfig, Recognizer, plot_timeline
 from serkit.service_http import (
     FORM_OVERHEAD,
@@ -344,10 +359,20 @@ def create_app(
         per_channel: Annotated[bool, Query(description="Analyse each channel on its own (stereo: left, right).")] = False,
         plot: Annotated[bool, Query(description="Add the timeline picture as base64 PNG under plot_png.")] = False,
         windows: Annotated[bool, Query(description="Include the per-window probabilities.")] = True,
+        adapt: Annotated[str, Query(description="Standardise with the training statistics (none), the recording's "
+                                    "own windows (batch) or each channel's (speaker).")] = base_config.adapt,
+        min_confidence: Annotated[float, Query(description="Label windows below this top probability 'uncertain'.")]
+        = base_config.min_confidence,
+        min_batch: Annotated[int, Query(description="Fewest windows a batch or channel needs to adapt on.")]
+        = base_config.min_batch,
 ) -> dict[str, Any]:
         _check_content_type(file.content_type)
         name = Path(file.filename or "upload").name
-        cfg = dataclasses.replace(base_config, per_channel=per_channel)
+        try:
+            cfg = dataclasses.replace(base_config, per_channel=per_channel, adapt=adapt,
+                                      min_confidence=min_confidence, min_batch=min_batch)  # fmt: skip
+        except ConfigError as exc:
+            raise ServiceError(422, "invalid_request", str(exc)) from None
         async with in_memory:  # at most max_workers uploads held as bytes; others wait spooled by the form parser
             data = await _read_limited(file, limits.max_upload_bytes)
             if not data:

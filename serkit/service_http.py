@@ -162,9 +162,9 @@ def api_docs_html(schema: dict[str, Any]) -> str:
     info = schema.get("info", {})
     parts = [f"<h1>{html.escape(info.get('title', 'API'))} {html.escape(str(info.get('version', '')))}</h1>",
              f"<p>{html.escape(info.get('description', ''))}</p>",
-             "<p>Example: <code>curl -F file=@speech.wav http://HOST:PORT/v1/recognize</code> "
-             "(add <code>-H 'Authorization: Bearer TOKEN'</code> when the service has a token). "
-             "The schema as JSON: <a href=\"openapi.json\">openapi.json</a>.</p>"]
+             ("<p>Example: <code>curl -F file=@speech.wav http://HOST:PORT/v1/recognize</code> "
+              "(add <code>-H 'Authorization: Bearer TOKEN'</code> when the service has a token). "
+              "The schema as JSON: <a href=\"openapi.json\">openapi.json</a>.</p>")]
     for path, operations in schema.get("paths", {}).items():
         for method, op in operations.items():
             parts.append(f"<h2><code>{method.upper()} {html.escape(path)}</code></h2>")

@@ -18,7 +18,12 @@ from serkit.audio import (
     load_audio,
     resampled_length,
 )
-from serkit.errors import NonFiniteAudioError, OutOfRangeAudioError, TooLongAudioError, UnreadableAudioError
+from serkit.errors import (
+    NonFiniteAudioError,
+    OutOfRangeAudioError,
+    TooLongAudioError,
+    UnreadableAudioError,
+)
 
 
 def _flac(x: np.ndarray, rate: int) -> bytes:

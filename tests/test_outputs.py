@@ -17,7 +17,12 @@ from typer.testing import CliRunner
 import serkit.io as sio
 from serkit.cli import app
 from serkit.errors import OutputError, OutputExistsError
-from serkit.io import atomic_directory, atomic_write_set, output_lock, remove_stale_temp_files
+from serkit.io import (
+    atomic_directory,
+    atomic_write_set,
+    output_lock,
+    remove_stale_temp_files,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -160,9 +165,8 @@ def test_a_second_run_into_a_live_runs_folder_is_refused_clearly(emodb_root, tmp
         assert result.exit_code == 2, result.output
         assert f"process {holder.pid}" in result.output and "is writing" in result.output
         assert "interrupted" not in result.output  # the live run's folds are not called interrupted
-        with pytest.raises(OutputError, match="another serkit run"):
-            with atomic_directory(out):
-                pass
+        with pytest.raises(OutputError, match="another serkit run"), atomic_directory(out):
+            pass
     finally:
         holder.kill()
         holder.wait()

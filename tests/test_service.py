@@ -208,6 +208,27 @@ def test_binds_loopback_by_default():
     assert inspect.signature(serve_command).parameters["host"].default == "127.0.0.1"
 
 
+def test_adaptation_and_abstention_options(client, recognizer, emodb_root):
+    from serkit.audio import load_audio
+    from serkit.inference import InferenceConfig
+
+    # EmoDB utterances one after another (< 30 s): one recording whose windows are the batch.
+    names = sorted(p.name for p in (emodb_root / "wav").glob("*.wav"))[:10]
+    x = np.concatenate([load_audio(emodb_root / "wav" / n).samples[0] for n in names])
+    data = _wav(x)
+    response = _post(client, data, adapt="batch", min_confidence="0.6", min_batch="5")
+    assert response.status_code == 200, response.text
+    config = InferenceConfig(adapt="batch", min_confidence=0.6, min_batch=5)
+    expected = recognizer.recognize(load_audio(io.BytesIO(data)), config).to_dict()
+    assert [w["label"] for w in response.json()["windows"]] == [w["label"] for w in expected["windows"]]
+    assert "uncertain" in {w["label"] for w in expected["windows"]} and not expected["adaptation"]
+    plain = recognizer.recognize(load_audio(io.BytesIO(data))).to_dict()
+    assert [w["probabilities"] for w in plain["windows"]] != [w["probabilities"] for w in expected["windows"]]
+    for bad in ({"adapt": "corpus"}, {"min_confidence": "1.5"}):
+        refused = _post(client, data, **bad)
+        assert refused.status_code == 422 and refused.json()["error"] == "invalid_request"
+
+
 # --------------------------------------------------------------------------- memory, time, token, docs
 
 
@@ -263,16 +284,14 @@ def test_the_memory_budget_is_shared_between_requests(recognizer, emodb_bytes):
     budget = SampleBudget(100)
     first = budget.hold(60, wait=1)
     first.__enter__()
-    with pytest.raises(BudgetTimeout):
-        with budget.hold(50, wait=0.05):
-            pass
+    with pytest.raises(BudgetTimeout), budget.hold(50, wait=0.05):
+        pass
     threading.Timer(0.2, first.__exit__, (None, None, None)).start()  # another request finishes
     with budget.hold(50, wait=10):  # waited for it
         assert budget.used == 50
     assert budget.used == 0
-    with pytest.raises(ValueError):
-        with budget.hold(101, wait=0.05):
-            pass
+    with pytest.raises(ValueError), budget.hold(101, wait=0.05):
+        pass
     # a recording whose decoding can never fit the service's budget is refused at once
     small = create_app(recognizer, limits=ServiceLimits(memory_samples=1_000_000))
     response = _post(TestClient(small), _wav(np.zeros(16000 * 120, np.float32)), "two-minutes.wav")
@@ -281,7 +300,7 @@ def test_the_memory_budget_is_shared_between_requests(recognizer, emodb_bytes):
 
 
 def test_a_full_budget_makes_requests_wait_then_answer_busy(recognizer, emodb_bytes, monkeypatch):
-    import serkit.service as service
+    from serkit import service
 
     app = create_app(recognizer)
     http = TestClient(app)
@@ -293,7 +312,7 @@ def test_a_full_budget_makes_requests_wait_then_answer_busy(recognizer, emodb_by
 
 
 def test_a_header_with_too_many_samples_is_refused_before_decoding(client):
-    import serkit.service as service
+    from serkit import service
 
     limits = ServiceLimits(max_samples=16000 * 10)
     with pytest.raises(service.ServiceError) as err:
@@ -357,7 +376,7 @@ def test_docs_are_served_offline(client):
 def test_serve_sets_timeouts_and_warns_on_an_open_bind_without_a_token(recognizer, monkeypatch, caplog):
     import uvicorn
 
-    import serkit.service as service
+    from serkit import service
 
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
@@ -377,7 +396,7 @@ def test_serve_sets_timeouts_and_warns_on_an_open_bind_without_a_token(recognize
 def test_cli_serve_takes_the_token_from_the_environment(monkeypatch):
     from typer.testing import CliRunner
 
-    import serkit.service as service
+    from serkit import service
     from serkit.cli import app
 
     seen = {}
