@@ -27,7 +27,8 @@ decoded result is ever whole in memory. Its size is reserved from one budget sha
 requests (``memory_samples``) before decoding starts; a request that does not fit waits.
 
 With a token (``token``), every request but the web page's files and ``/healthz`` needs
-``Authorization: Bearer <token>``. Request bodies must arrive within ``body_timeout`` seconds.
+``Authorization: Bearer <token>``. A request's head must arrive within ``head_timeout`` seconds
+(:func:`serve`) and its body within ``body_timeout``.
 
 Every refused request gets a 4xx (or 503) answer with a JSON body ``{"error": CODE, "message":
 TEXT}`` naming the upload, never a Python object:
@@ -98,6 +99,7 @@ from serkit.service_http import (
     api_docs_html,
     authorized,
     error_response,
+    head_timeout_protocol,
 )
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,8 @@ class ServiceLimits:
             rate, down-mixed unless channels are analysed one by one) plus its decoded size again
             for the analysis's copies; the default (600 s of 16 kHz in 8 channels, twice, plus
             decoding blocks) fits any upload the other limits accept for the default model.
+        head_timeout: seconds within which a request's line and headers must arrive (the
+            connection is closed otherwise).
         body_timeout: seconds within which a request body must arrive.
         keep_alive_timeout: seconds an idle keep-alive connection stays open (uvicorn).
         max_connections: open connections and requests at once before uvicorn answers 503.
@@ -142,6 +146,7 @@ class ServiceLimits:
     max_workers: int = 4
     max_samples: int = 150 * MAX_RATE * MAX_CHANNELS
     memory_samples: int = 160_000_000
+    head_timeout: float = 10.0
     body_timeout: float = 60.0
     keep_alive_timeout: int = 5
     max_connections: int = 64
@@ -421,8 +426,9 @@ def serve(
 
     Binds to ``127.0.0.1`` unless another ``host`` is given; binding elsewhere without a
     ``token`` logs a warning. Idle keep-alive connections close after
-    ``limits.keep_alive_timeout`` seconds, and uvicorn answers 503 beyond
-    ``limits.max_connections`` connections.
+    ``limits.keep_alive_timeout`` seconds, a connection whose request head takes longer than
+    ``limits.head_timeout`` is closed, and uvicorn answers 503 beyond ``limits.max_connections``
+    connections.
     """
     import uvicorn
 
@@ -432,4 +438,4 @@ def serve(
                     "(set SERKIT_TOKEN or --token, or put it behind a proxy that authenticates)", host)
     app = create_app(model, limits=limits, config=config, token=token)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=limits.keep_alive_timeout,
-                limit_concurrency=limits.max_connections)
+                limit_concurrency=limits.max_connections, http=head_timeout_protocol(limits.head_timeout))

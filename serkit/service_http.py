@@ -8,6 +8,10 @@ ASGI middleware (pure ASGI, so it sees the body as it arrives, before FastAPI pa
 - :class:`BearerToken` requires ``Authorization: Bearer <token>`` on every path but the web
   page's own files and ``/healthz``, compared in constant time.
 
+Before the app sees a request, :func:`head_timeout_protocol` gives uvicorn a deadline for the
+request line and headers (uvicorn has none: a client sending its headers a byte at a time would
+hold its connection for ever).
+
 :class:`SampleBudget` shares one budget of decoded samples among the worker threads, and
 :func:`api_docs_html` renders the OpenAPI schema as a self-contained page (nothing loaded from
 another site, so ``/docs`` works offline).
@@ -32,6 +36,54 @@ FORM_OVERHEAD = 64 << 10  # multipart boundaries and part headers allowed on top
 #: Paths served without the token: the web page's own files (its API calls carry the token)
 #: and the liveness check (which then says nothing about the model).
 OPEN_PATHS = frozenset({"/", "/app.js", "/healthz"})
+
+
+def head_timeout_protocol(seconds: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request head is not complete within ``seconds``.
+
+    The clock starts when the connection opens and again after each answer (the next request
+    on a kept-alive connection); it stops once a request's line and headers have arrived, from
+    where ``BodyGuard`` takes over. Built on uvicorn's ``H11Protocol`` (the serve extra pins
+    uvicorn 0.54.0): pass the class as ``uvicorn.run(..., http=...)``.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimeout(H11Protocol):
+        _head_timer: Any = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._head_timer = self.loop.call_later(seconds, self._head_expired)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_expired(self) -> None:
+            self._head_timer = None
+            if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._disarm()  # a request's head has arrived
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeadTimeout
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

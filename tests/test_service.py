@@ -384,6 +384,7 @@ def test_serve_sets_timeouts_and_warns_on_an_open_bind_without_a_token(recognize
     with caplog.at_level("WARNING", logger="serkit.service"):
         service.serve(host="0.0.0.0", limits=ServiceLimits(keep_alive_timeout=7))
     assert calls[-1]["timeout_keep_alive"] == 7 and calls[-1]["limit_concurrency"] == 64
+    assert calls[-1]["http"].__name__ == "HeadTimeout"
     assert "without a token" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="serkit.service"):
@@ -404,3 +405,43 @@ def test_cli_serve_takes_the_token_from_the_environment(monkeypatch):
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"], env={"SERKIT_TOKEN": "from-env"})
     assert result.exit_code == 0, result.output
     assert seen["token"] == "from-env" and seen["host"] == "0.0.0.0"
+
+
+def test_a_client_that_trickles_its_headers_is_disconnected(recognizer):
+    import socket
+    import threading
+
+    import uvicorn
+
+    from serkit.service_http import head_timeout_protocol
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(create_app(recognizer), host="127.0.0.1", port=port, log_level="warning",
+                            http=head_timeout_protocol(0.5))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.1)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200  # whole heads pass
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"POST /v1/recognize HTTP/1.1\r\nHost: x\r\n")  # ... and the rest never comes
+            assert slow.recv(1024) == b""  # closed by the server, not by our 10 s timeout
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as kept:  # a second request on a kept connection
+            kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"}}"):  # the whole answer: headers, then the JSON body
+                answer += kept.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200")
+            kept.sendall(b"GET /healthz HTTP/1.1\r\n")
+            time.sleep(0.2)
+            kept.sendall(b"Host: x\r\n")  # trickling, so the keep-alive timer is not what closes it
+            assert kept.recv(1024) == b""
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
