@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 import serkit
+from serkit.adaptation import standardise
 from serkit.bundle import save_bundle
 from serkit.corpora import get_corpus
 from serkit.corpora.pool import load_pooled
@@ -132,8 +133,9 @@ def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndar
     """Fit on ``fold.train`` and return test probabilities ``(n_test, K)`` and the fit info.
 
     Fitted derived features learn from the training rows only. Normalisation statistics come
-    from the training rows (``global``) or from each speaker's own rows (``speaker``); test
-    labels are never used. A validation split of the protocol (``fold.valid``, training speakers
+    from the training rows (``global``) or from each speaker's own rows (``speaker``); with
+    ``adapt`` the test rows are standardised with their own statistics instead
+    (:mod:`serkit.adaptation`); test labels are never used. A validation split of the protocol (``fold.valid``, training speakers
     only) goes to the model for early stopping.
     """
     speakers = data.speakers
@@ -142,7 +144,10 @@ def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndar
             (("train", fold.train), ("test", fold.test))}  # fmt: skip
     normalisers = fit_normalisers(recipe["normalisation"], rows["train"], speakers[fold.train])
     x_train = normalise(normalisers, rows["train"], speakers[fold.train])
-    x_test = normalise(normalisers, rows["test"], speakers[fold.test])
+    if recipe.get("adapt", "none") == "none":
+        x_test = normalise(normalisers, rows["test"], speakers[fold.test])
+    else:  # the test rows' own statistics (the whole fold, or each speaker), never their labels
+        x_test = standardise(normalisers, rows["test"], speakers[fold.test], recipe["adapt"], min_windows=2).inputs
     valid = None
     if fold.valid is not None:
         x_valid = {key: take_rows(x, fold.valid) for key, x in inputs.items()}
@@ -333,6 +338,7 @@ def _run_experiment(recipe: dict[str, Any], out_dir: Path, *, progress: bool, ov
         log.info("fold %s %s", fold.name, "reused" if fold.name in resumed else "done")
     described = protocol.describe()
     described["normalisation"] = recipe["normalisation"]
+    described["adapt"] = recipe.get("adapt", "none")
     extra = {
         "failures": data.failures,
         "fit": fit_info,

@@ -17,6 +17,7 @@ A recipe is a YAML mapping. Every key has a default except ``features`` and ``mo
     model: {name: linear_svm, config: {C: [0.0001, 0.001, 0.01, 0.1, 1.0]}}
     protocol: {name: loso}             # see serkit.evaluation.protocols
     normalisation: global              # global | speaker | none
+    adapt: none                        # test side: none | batch | speaker (serkit.adaptation)
     seed: 0
     cache_dir: .cache/serkit           # null switches the feature cache off
     n_jobs: -1                         # processes for feature extraction (-1: all cores)
@@ -28,6 +29,11 @@ A recipe gives ``corpus`` or ``corpora``: when ``corpora`` is set the resolved `
 (a recipe extending one that names a ``corpus`` sets ``corpus: null``). On the command line
 ``--corpus emodb,emovo --root A --root B`` pools (one ``--root`` per corpus, in order); one name
 chooses one corpus. ``labels`` (:func:`serkit.corpora.vocabulary.select_labels`) applies to either.
+
+``adapt`` standardises the *test* rows of each fold without their labels
+(:mod:`serkit.adaptation`): ``none`` with the training statistics, ``batch`` with the statistics
+of the fold's test rows together (the held-out corpus of ``leave_one_corpus_out``), ``speaker``
+with each test speaker's own. It needs ``normalisation: global``.
 
 A recipe file may extend another one: ``base: ../msir.yaml`` (a path relative to the file that
 names it) takes that recipe's mapping and merges this file's mapping into it, key by key through
@@ -61,6 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "model": None,
     "protocol": {"name": "loso"},
     "normalisation": "global",
+    "adapt": "none",
     "seed": 0,
     "cache_dir": ".cache/serkit",
     "n_jobs": -1,
@@ -303,5 +310,9 @@ def _validate(recipe: dict[str, Any]) -> None:
         recipe["protocol"] = {"name": recipe["protocol"]}
     if recipe["normalisation"] not in ("global", "speaker", "none"):
         raise ConfigError(f"recipe: normalisation must be global, speaker or none, got {recipe['normalisation']!r}")
+    if recipe["adapt"] not in ("none", "batch", "speaker"):
+        raise ConfigError(f"recipe: adapt must be none, batch or speaker, got {recipe['adapt']!r}")
+    if recipe["adapt"] != "none" and recipe["normalisation"] != "global":
+        raise ConfigError("recipe: adapt applies to normalisation: global (the training statistics it replaces)")
     if not isinstance(recipe["seed"], int):
         raise ConfigError(f"recipe: seed must be an integer, got {recipe['seed']!r}")

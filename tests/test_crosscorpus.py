@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures_corpora import populate
 from typer.testing import CliRunner
 
-from fixtures_corpora import populate
 from serkit.cli import app
 from serkit.corpora import load_corpus
 from serkit.corpora.pool import POOLED_COLUMNS, load_pooled
@@ -165,3 +165,30 @@ def test_corpus_arguments_keep_known_roots_and_round_trip(egemaps):
     one = resolve_recipe(pooled, corpus="emovo")
     assert one["corpora"] is None and one["corpus"] == {"name": "emovo", "root": "B", "options": {}}
     assert corpus_title(pooled) == "emodb+emovo" and corpus_title(one) == "emovo"
+
+
+def test_adapt_standardises_each_held_out_corpus_with_its_own_features(egemaps, specs, tmp_path):
+    from serkit.experiment import prepare_dataset, run_fold
+    from serkit.features.normalise import fit_normaliser
+    from serkit.models.base import get_model
+
+    base = resolve_recipe(egemaps, overrides=["corpus=null", f"corpora={json.dumps(specs)}", f"labels={SHARED_SIX}",
+                                              "protocol=leave_one_corpus_out", "model.config.C=0.01"])  # fmt: skip
+    data = prepare_dataset(base, progress=False)
+    fold = make_folds(data.table, "leave_one_corpus_out").folds[0]
+    spk = data.speakers
+    (key, x), = data.features.items()
+    train = fit_normaliser("global", x[fold.train])
+    model = get_model("linear_svm", {"C": 0.01}).fit({key: train.transform(x[fold.train])}, data.y[fold.train],
+                                                      labels=data.labels, groups=spk[fold.train])  # fmt: skip
+    own = fit_normaliser("global", x[fold.test]).transform(x[fold.test])
+    for adapt, expected in (("none", train.transform(x[fold.test])), ("batch", own)):
+        proba, _ = run_fold(resolve_recipe(base, overrides=[f"adapt={adapt}"]), data, fold)
+        np.testing.assert_allclose(proba, model.predict_proba({key: expected}), atol=1e-8)
+    proba, _ = run_fold(resolve_recipe(base, overrides=["adapt=speaker"]), data, fold)
+    for s in np.unique(spk[fold.test]):
+        rows = fold.test[spk[fold.test] == s]
+        mine = fit_normaliser("global", x[rows]).transform(x[rows])
+        np.testing.assert_allclose(proba[spk[fold.test] == s], model.predict_proba({key: mine}), atol=1e-8)
+    with pytest.raises(ConfigError, match="adapt"):
+        resolve_recipe(base, overrides=["adapt=speaker", "normalisation=speaker"])
