@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -23,13 +23,13 @@ out = Console(highlight=False, soft_wrap=True, markup=False)  # results print as
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML (see recipes/).", exists=True, dir_okay=False)]
 CorpusOpt = Annotated[
-    str | None,
+    Optional[str],
     typer.Option("--corpus", help="Corpus adapter name, replaces the recipe's; several, comma-separated, are pooled."),
 ]
 RootOpt = Annotated[
-    list[Path] | None, typer.Option("--root", help="Corpus root folder; repeat it, one per pooled corpus, in order.")
+    Optional[list[Path]], typer.Option("--root", help="Corpus root folder; repeat it, one per pooled corpus, in order.")
 ]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a recipe value: dotted.key=value (YAML).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: dotted.key=value (YAML).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
@@ -54,7 +54,7 @@ def experiment(
     recipe: RecipeArg,
     corpus: CorpusOpt = None,
     root: RootOpt = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default results/<name>-<corpus>-<time>).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default results/<name>-<corpus>-<time>).")] = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
     resume: Annotated[
@@ -131,9 +131,9 @@ def predict(
         typer.Argument(help="[MODEL_DIR] then audio files or folders of them (WAV, FLAC, OGG, …).", metavar="[MODEL_DIR] FILE...",
                        readable=False),
     ],
-    model_dir: Annotated[Path | None, typer.Option("--model", help="Model bundle folder (default: the shipped model).")] = None,
+    model_dir: Annotated[Optional[Path], typer.Option("--model", help="Model bundle folder (default: the shipped model).")] = None,
     out_dir: Annotated[
-        Path | None,
+        Optional[Path],
         typer.Option("--out", help="Write <name>.csv, <name>.json and <name>.png per file here; names keep the path below "
                                    "the folder the inputs share (a/x.wav and b/x.wav give a/x.* and b/x.*)."),
     ] = None,
@@ -145,7 +145,7 @@ def predict(
     min_confidence: MinConfidenceOpt = 0.0,
     adapt: AdaptOpt = "none",
     min_batch: MinBatchOpt = 20,
-    speakers_csv: Annotated[Path | None, typer.Option(
+    speakers_csv: Annotated[Optional[Path], typer.Option(
         "--speakers", help="CSV with columns path and speaker: the groups of --adapt speaker.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -232,14 +232,14 @@ def _speaker_table(csv: Path, paths: list[Path]) -> dict[Path, str]:
 
 @app.command()
 def serve(
-    model_dir: Annotated[Path | None, typer.Argument(help="Model bundle folder (default: the shipped model).")] = None,
+    model_dir: Annotated[Optional[Path], typer.Argument(help="Model bundle folder (default: the shipped model).")] = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes the service to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest accepted upload in MiB.")] = 20.0,
     max_duration: Annotated[float, typer.Option("--max-duration", help="Longest accepted recording in seconds.")] = 600.0,
     workers: Annotated[int, typer.Option("--workers", help="Recognitions running at once (threads).")] = 4,
     token: Annotated[
-        str | None,
+        Optional[str],
         typer.Option("--token", envvar="SERKIT_TOKEN", show_envvar=True,
                      help="Require 'Authorization: Bearer TOKEN' on the API (prefer the environment variable: "
                           "a command line is visible to other users)."),
@@ -271,7 +271,7 @@ def serve(
 def export(
     model_dir: Annotated[Path, typer.Argument(help="Model bundle folder of a neural or linear model.")],
     onnx: Annotated[bool, typer.Option("--onnx", help="Export the network to ONNX (the only format so far).")] = False,
-    out_file: Annotated[Path | None, typer.Option("--out", help="ONNX file to write (default MODEL_DIR/model.onnx).")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default MODEL_DIR/model.onnx).")] = None,
     exporter: Annotated[str, typer.Option("--exporter", help="auto (torch.export, else TorchScript), dynamo or torchscript.")] = "auto",
 ) -> None:
     """Export a bundle to ONNX and check it against PyTorch with onnxruntime: a neural model's network, or a
@@ -295,7 +295,7 @@ def corpus_info(
     name: Annotated[str, typer.Argument(help="Corpus adapter name (see `serkit list`).")],
     root: Annotated[Path, typer.Option("--root", help="Corpus root folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    option: Annotated[list[str] | None, typer.Option("--option", help="Adapter option key=value (YAML).")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", help="Adapter option key=value (YAML).")] = None,
 ) -> None:
     """Utterances per speaker and per label of a corpus folder."""
     import yaml
@@ -352,15 +352,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of Mar
 @app.command()
 def compare(
     runs: Annotated[
-        list[Path] | None,
+        Optional[list[Path]],
         typer.Argument(
             help="RUN_A RUN_B, or the runs of two systems (split by config; A is the first run's system).",
             metavar="RUN",
             show_default=False,
         ),
     ] = None,
-    a: Annotated[list[Path] | None, typer.Option("--a", help="A run of system A (repeat for each seed).")] = None,
-    b: Annotated[list[Path] | None, typer.Option("--b", help="A run of system B (repeat for each seed).")] = None,
+    a: Annotated[Optional[list[Path]], typer.Option("--a", help="A run of system A (repeat for each seed).")] = None,
+    b: Annotated[Optional[list[Path]], typer.Option("--b", help="A run of system B (repeat for each seed).")] = None,
     metric: Annotated[str, typer.Option("--metric", help="Fold metric to pair: ua, wa or macro_f1.")] = "ua",
     as_json: JsonOpt = False,
 ) -> None:
