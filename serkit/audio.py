@@ -2,8 +2,11 @@
 
 Layout everywhere in serkit: ``samples`` is a ``(channels, n)`` float32 array in [-1, 1], the
 sample rate is in Hz, durations are in seconds. Reading goes through soundfile (WAV with any RIFF
-chunks, 16/24/32-bit PCM or float, FLAC, OGG); resampling goes through soxr and only happens when
-:meth:`Audio.resample` is called.
+chunks, 16/24/32-bit PCM or float, FLAC — also without a total length in its header —, OGG),
+block by block (:func:`decode_audio`): a recording is never held whole at a rate or channel
+count it is not kept at. Resampling goes through soxr and only happens when asked for:
+:meth:`Audio.resample`, or ``decode_audio(..., sample_rate=...)`` (a soxr stream over the
+blocks, the same samples as resampling the whole).
 
 Validation rule (one rule for every entry point, :func:`validate_samples`):
 

@@ -212,3 +212,18 @@ def test_bracketed_text_reaches_the_user(monkeypatch):
     result = runner.invoke(app, ["serve"])
     assert result.exit_code == 2
     assert "pip install 'serkit[serve]'" in result.output
+
+
+def test_run_folders_that_cannot_be_written_are_one_line(emodb_root, tmp_path):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file")
+    recipe = str(REPO / "recipes" / "egemaps_svm.yaml")
+    for out, expected in ((blocker, "exists and is not a folder"), (blocker / "run", "cannot write")):
+        result = runner.invoke(app, ["experiment", recipe, "--root", str(emodb_root), "--out", str(out), "-q"])
+        assert result.exit_code == 2 and expected in result.output, result.output
+        assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    # a disk that fills while the run folder is written: one OutputError naming the folder, nothing left
+    with pytest.raises(OutputError, match=f"cannot write {tmp_path / 'run'}: No space left on device"):
+        with atomic_directory(tmp_path / "run") as tmp:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / "predictions.csv"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
