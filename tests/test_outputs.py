@@ -223,7 +223,7 @@ def test_run_folders_that_cannot_be_written_are_one_line(emodb_root, tmp_path):
         assert result.exit_code == 2 and expected in result.output, result.output
         assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
     # a disk that fills while the run folder is written: one OutputError naming the folder, nothing left
-    with pytest.raises(OutputError, match=f"cannot write {tmp_path / 'run'}: No space left on device"):
-        with atomic_directory(tmp_path / "run") as tmp:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / "predictions.csv"))
+    full = pytest.raises(OutputError, match=f"cannot write {tmp_path / 'run'}: No space left on device")
+    with full, atomic_directory(tmp_path / "run") as tmp:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / "predictions.csv"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
