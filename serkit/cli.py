@@ -19,7 +19,7 @@ app = typer.Typer(help="serkit: speech emotion recognition, evaluated speaker-in
 corpus_app = typer.Typer(help="Inspect corpora.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 console = Console(stderr=True)
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)  # results print as they are: [brackets] kept
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML (see recipes/).", exists=True, dir_okay=False)]
 CorpusOpt = Annotated[
@@ -44,7 +44,8 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    """Print ``error: <message>`` (in the command line's words where the error has them) and exit 2."""
+    console.print(f"[bold red]error:[/] {escape(getattr(exc, 'cli_message', None) or str(exc))}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -105,20 +106,6 @@ def train(
     out.print(f"model bundle: {bundle_dir}")
 
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
-
-
-def _audio_files(paths: list[Path]) -> list[Path]:
-    """Files as given; folders expanded to the audio files below them (sorted, recursive)."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES))
-        else:
-            found.append(path)
-    return found
-
-
 def _inference_config(window: float, hop: float, per_channel: bool, no_vad: bool, **more: Any):
     from serkit.inference import InferenceConfig
 
@@ -141,10 +128,15 @@ MinBatchOpt = Annotated[int, typer.Option("--min-batch", help="Fewest windows a 
 def predict(
     files: Annotated[
         list[Path],
-        typer.Argument(help="[MODEL_DIR] then audio files or folders of them (WAV, FLAC, OGG, …).", metavar="[MODEL_DIR] FILE..."),
+        typer.Argument(help="[MODEL_DIR] then audio files or folders of them (WAV, FLAC, OGG, …).", metavar="[MODEL_DIR] FILE...",
+                       readable=False),
     ],
     model_dir: Annotated[Optional[Path], typer.Option("--model", help="Model bundle folder (default: the shipped model).")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write <name>.csv, <name>.json and <name>.png per file here.")] = None,
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="Write <name>.csv, <name>.json and <name>.png per file here; names keep the path below "
+                                   "the folder the inputs share (a/x.wav and b/x.wav give a/x.* and b/x.*)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     window: WindowOpt = 3.0,
     hop: HopOpt = 1.5,
@@ -162,11 +154,13 @@ def predict(
     The model is ``--model DIR``, or a first argument that is a model bundle folder (it holds
     ``bundle.json``), or else the model shipped with serkit. Speech is found with voice activity detection and labelled in windows; the overall label is
     the duration-weighted mean over the speech. A bundle trained with speaker normalisation
-    standardises the windows of each channel of a recording together.
+    standardises the windows of each channel of a recording together. An output that cannot
+    be written (not a folder, no permission, disk full) stops the batch (exit code 2); each
+    file's CSV, JSON and PNG are written together or not at all.
     """
     from rich.progress import Progress
 
-    from serkit.audio import Audio, load_audio
+    from serkit.batch import audio_files, label_files
     from serkit.inference import Recognizer
 
     _setup_logging(True)
@@ -176,39 +170,24 @@ def predict(
         config = _inference_config(window, hop, per_channel, no_vad, min_confidence=min_confidence,
                                    adapt=adapt, min_batch=min_batch)  # fmt: skip
         recognizer = Recognizer(model_dir, config)
-        paths = _audio_files(files)
-        speaker_of = _speaker_table(speakers_csv, paths) if speakers_csv is not None else None
+        paths, errors = audio_files(files)
+        speaker_of = _speaker_table(speakers_csv, [path for path, _ in paths]) if speakers_csv is not None else None
     except SerkitError as exc:
         _fail(exc)
-    results: list[dict] = []
-    errors: dict[Path, str] = {}
-    together: list[tuple[Path, Audio]] = []  # adaptation labels every file of the call at once
     with Progress(console=console, transient=True, disable=quiet or len(paths) < 2) as progress:
         task = progress.add_task("reading" if adapt != "none" else "recognising", total=len(paths))
-        for path in paths:
-            try:
-                audio = load_audio(path)
-                if adapt != "none":
-                    together.append((path, audio))
-                else:
-                    _keep(recognizer.recognize(audio), path, audio, out_dir, results)
-            except SerkitError as exc:
-                errors[path] = getattr(exc, "problem", str(exc))
-            progress.advance(task)
-    if together:
         try:
-            speakers = None if speaker_of is None else [speaker_of[p] for p, _ in together]
-            timelines = recognizer.recognize_many([a for _, a in together], speakers=speakers)
+            results, failed, notes = label_files(recognizer, paths, out_dir, speakers=speaker_of,
+                                                 advance=lambda: progress.advance(task))
         except SerkitError as exc:
             _fail(exc)
-        for (path, audio), timeline in zip(together, timelines):
-            _keep(timeline, path, audio, out_dir, results)
-        for note in timelines[0].adaptation:
-            console.print(f"[yellow]adaptation[/] {escape(note)}")
+    errors.update(failed)
+    for note in notes:
+        console.print(f"[yellow]adaptation[/] {escape(note)}", soft_wrap=True)
     labels = recognizer.labels
     if as_json:
         rows = results + [{"file": str(path), "error": message} for path, message in errors.items()]
-        out.print(json.dumps(rows, indent=2))
+        out.print(json.dumps(rows, indent=2, allow_nan=False))
     else:
         table = Table("file", "channel", "speech s", "segments", "label", *labels)
         for row in results:
@@ -222,18 +201,11 @@ def predict(
         if table.row_count:
             out.print(table)
         for path, message in errors.items():
-            console.print(f"[red]skipped[/] {path}: {message}")
+            console.print(f"[red]skipped[/] {escape(str(path))}: {escape(message)}", soft_wrap=True)
         if out_dir is not None and results:
             out.print(f"timelines: {out_dir}")
     if errors:
         raise typer.Exit(1)
-
-
-def _keep(timeline: Any, path: Path, audio: Any, out_dir: Path | None, results: list[dict]) -> None:
-    """Write ``timeline``'s files (with ``--out``) and keep its dict for the printed result."""
-    if out_dir is not None:
-        timeline.write(out_dir, path.stem, audio)
-    results.append({**timeline.to_dict(), "file": str(path)})
 
 
 def _speaker_table(csv: Path, paths: list[Path]) -> dict[Path, str]:
@@ -266,10 +238,19 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest accepted upload in MiB.")] = 20.0,
     max_duration: Annotated[float, typer.Option("--max-duration", help="Longest accepted recording in seconds.")] = 600.0,
     workers: Annotated[int, typer.Option("--workers", help="Recognitions running at once (threads).")] = 4,
+    token: Annotated[
+        Optional[str],
+        typer.Option("--token", envvar="SERKIT_TOKEN", show_envvar=True,
+                     help="Require 'Authorization: Bearer TOKEN' on the API (prefer the environment variable: "
+                          "a command line is visible to other users)."),
+    ] = None,
     window: WindowOpt = 3.0,
     hop: HopOpt = 1.5,
 ) -> None:
-    """Serve the HTTP API (POST /v1/recognize, GET /healthz, /docs) and the web page at /."""
+    """Serve the HTTP API (POST /v1/recognize, GET /healthz, /docs) and the web page at /.
+
+    Limits, memory and running behind a reverse proxy: docs/security.md.
+    """
     try:
         from serkit.service import ServiceLimits
         from serkit.service import serve as run_service
@@ -279,8 +260,9 @@ def serve(
     try:
         limits = ServiceLimits(int(max_upload_mb * 1024 * 1024), max_duration, workers)
         config = _inference_config(window, hop, False, False)
-        console.print(f"serkit: serving on http://{host}:{port}/ (API docs at /docs)")
-        run_service(model_dir, host=host, port=port, limits=limits, config=config)
+        _setup_logging(False)  # the service warns through logging on a non-loopback bind without a token
+        console.print(f"serkit: serving on http://{escape(host)}:{port}/ (API docs at /docs)")
+        run_service(model_dir, host=host, port=port, limits=limits, config=config, token=token)
     except SerkitError as exc:
         _fail(exc)
 

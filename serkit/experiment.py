@@ -40,7 +40,7 @@ from serkit.evaluation.protocols import Fold, make_folds
 from serkit.evaluation.report import plain_data, write_run
 from serkit.features.data import FeatureData, Inputs, take_rows
 from serkit.features.normalise import Normaliser, fit_normaliser
-from serkit.io import atomic_write_bytes, check_output_dir
+from serkit.io import atomic_write_bytes, check_output_dir, output_lock
 from serkit.models.base import get_model
 from serkit.pipeline import FeaturePlan
 from serkit.recipe import corpus_title
@@ -283,9 +283,16 @@ def run_experiment(
             ``resume`` and ``overwrite`` are false (``overwrite`` alone discards them); a kept fold
             comes from another recipe or other folds.
         CorpusError, FeatureError: bad corpus or features. Nothing but fold checkpoints is written.
+        OutputError: another run is writing ``out_dir`` (it holds ``<out_dir>.lock``), or the
+            results cannot be written (no permission, disk full).
     """
     out_dir = Path(out_dir) if out_dir is not None else default_run_dir(recipe)
     check_output_dir(out_dir, overwrite=overwrite)
+    with output_lock(out_dir):
+        return _run_experiment(recipe, out_dir, progress=progress, overwrite=overwrite, resume=resume)
+
+
+def _run_experiment(recipe: dict[str, Any], out_dir: Path, *, progress: bool, overwrite: bool, resume: bool) -> Path:
     checkpoints = FoldCheckpoints(out_dir, recipe)
     kept = checkpoints.finished()
     if kept and not resume:
@@ -368,7 +375,17 @@ def train_bundle(
 
     Returns:
         The bundle folder (see :mod:`serkit.bundle`), written atomically.
+
+    Raises:
+        OutputExistsError: ``out_dir`` is not empty and ``overwrite`` is false (checked first).
+        OutputError: another run is writing ``out_dir``, or the bundle cannot be written.
     """
+    check_output_dir(out_dir, overwrite=overwrite)
+    with output_lock(out_dir):
+        return _train_bundle(recipe, out_dir, progress=progress, overwrite=overwrite)
+
+
+def _train_bundle(recipe: dict[str, Any], out_dir: str | Path, *, progress: bool, overwrite: bool) -> Path:
     data = prepare_dataset(recipe, progress=progress)
     speakers = data.speakers
     inputs, fitted = data.fold_inputs(np.arange(len(data.table)), recipe["seed"])

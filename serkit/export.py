@@ -71,12 +71,13 @@ def export_onnx(
             exceeds ``tolerance`` (the file is then not written), or ``exporter`` is unknown.
     """
     import onnx
-    import onnxruntime as ort
     import torch
     from torch import nn
 
     from serkit.models.network import TorchSERModel
+    from serkit.onnx_runtime import import_onnxruntime
 
+    ort = import_onnxruntime()
     if exporter not in EXPORTERS:
         raise BundleError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     bundle = load_bundle(model_dir)

@@ -31,13 +31,10 @@ CSV, JSON and a PNG plot (matplotlib, Agg backend).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +42,15 @@ import numpy as np
 import pandas as pd
 
 from serkit.adaptation import MIN_WINDOWS, check_adapt
-from serkit.audio import Audio, load_audio
+from serkit.audio import Audio, AudioHeader, Source, audio_header, decode_audio
 from serkit.bundle import Bundle, load_bundle
-from serkit.errors import BundleError, ConfigError
-from serkit.io import atomic_write_bytes, atomic_write_text
+from serkit.errors import ConfigError
+from serkit.io import atomic_write_set, output_error
+from serkit.vad import VAD_RATE, SileroVAD, shared_vad  # noqa: F401 - SileroVAD is part of this module's API
 
 #: The bundle shipped inside the package (built by ``scripts/build_default_model.py``).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
 
-#: Silero VAD weights inside the ``silero-vad`` package (pinned 6.2.3) and their SHA-256.
-VAD_PACKAGE = "silero_vad.data"
-VAD_FILE = "silero_vad_16k_sequence.onnx"
-VAD_SHA256 = "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85"
-VAD_RATE = 16000
 #: Windows whose audio is held at once before their features are computed (in batches).
 WINDOW_CHUNK = 64
 #: The label of a window, piece or recording whose highest probability is below ``min_confidence``.
@@ -115,83 +108,6 @@ class InferenceConfig:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
             raise ConfigError(f"inference: min_confidence must lie in [0, 1), got {value!r}")
         check_adapt(self.adapt, self.min_batch)
-
-
-# --------------------------------------------------------------------------- voice activity
-
-
-class SileroVAD:
-    """Silero VAD from the installed ``silero-vad`` package, run with onnxruntime.
-
-    The ONNX session is created once and shared: :meth:`speech_segments` keeps its recurrent
-    state in local variables, so concurrent calls from several threads are safe. Nothing is
-    downloaded; the weight file's SHA-256 is checked against :data:`VAD_SHA256`.
-
-    Raises:
-        BundleError: the package is missing or its weight file differs from the pinned one.
-    """
-
-    def __init__(self) -> None:
-        try:
-            from silero_vad.sequence_vad import SileroVADSequence
-        except ImportError as exc:
-            raise BundleError("voice activity detection needs the silero-vad package (pip install silero-vad==6.2.3)") from exc
-        path = Path(str(resources.files(VAD_PACKAGE).joinpath(VAD_FILE)))
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != VAD_SHA256:
-            raise BundleError(f"{path}: SHA-256 {digest} is not the pinned silero-vad 6.2.3 model {VAD_SHA256}")
-        self.path = path
-        self._model = SileroVADSequence(str(path), sampling_rate=VAD_RATE)
-
-    def speech_probabilities(self, mono: Audio) -> np.ndarray:
-        """Speech probability of every 32 ms frame (512 samples at 16 kHz), float32 ``(frames,)``.
-
-        Args:
-            mono: ``(1, n)`` recording at 16 kHz.
-
-        Raises:
-            SampleRateError: not 16 kHz (resample first).
-            ConfigError: more than one channel.
-        """
-        from serkit.audio import require_rate
-
-        require_rate(mono, VAD_RATE, "Silero VAD")
-        if mono.channels != 1:
-            raise ConfigError(f"Silero VAD takes one channel, got {mono.channels}")
-        return self._model.audio_forward(mono.samples[0], sampling_rate=VAD_RATE)
-
-    def speech_segments(self, mono: Audio, config: InferenceConfig) -> list[tuple[float, float]]:
-        """Speech ``(start, end)`` pairs in seconds, in order, of a mono recording at any rate.
-
-        The recording is resampled to 16 kHz for the model (the times refer to the original).
-        """
-        from silero_vad import get_speech_timestamps_from_probs
-
-        mono16 = mono.resample(VAD_RATE)
-        probs = self.speech_probabilities(mono16)
-        stamps = get_speech_timestamps_from_probs(
-            probs.tolist(),
-            sampling_rate=VAD_RATE,
-            threshold=config.vad_threshold,
-            min_speech_duration_ms=config.min_speech * 1000,
-            min_silence_duration_ms=config.min_silence * 1000,
-            speech_pad_ms=config.speech_pad * 1000,
-            audio_length_samples=mono16.n_samples,
-        )
-        return [(s["start"] / VAD_RATE, s["end"] / VAD_RATE) for s in stamps]
-
-
-_VAD: SileroVAD | None = None
-_VAD_LOCK = threading.Lock()
-
-
-def shared_vad() -> SileroVAD:
-    """The process-wide :class:`SileroVAD`, loaded on first use."""
-    global _VAD
-    with _VAD_LOCK:
-        if _VAD is None:
-            _VAD = SileroVAD()
-        return _VAD
 
 
 # --------------------------------------------------------------------------- windows and timeline
@@ -284,7 +200,8 @@ class Timeline:
     Attributes:
         labels: class order of the ``p_<label>`` columns.
         duration: recording length in seconds.
-        sample_rate: the recording's rate in Hz.
+        sample_rate: rate of the analysed audio in Hz (a file decoded for a model
+            (:meth:`Recognizer.load`) is at the model's rate when the file's is higher).
         channels: analysed channel names (``["mix"]``, ``["left", "right"]``, …).
         speech: voice activity, columns ``channel``, ``segment``, ``start``, ``end``.
         windows: per-window probabilities, columns ``channel``, ``segment``, ``start``, ``end``,
@@ -360,14 +277,25 @@ class Timeline:
         return self.segments.to_csv(index=False, float_format="%.4f")
 
     def write(self, out_dir: str | Path, stem: str, audio: Audio | None = None) -> dict[str, Path]:
-        """Write ``<stem>.csv``, ``<stem>.json`` and ``<stem>.png`` into ``out_dir`` (created), atomically."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return {
-            "csv": atomic_write_text(out_dir / f"{stem}.csv", self.to_csv()),
-            "json": atomic_write_text(out_dir / f"{stem}.json", self.to_json() + "\n"),
-            "png": atomic_write_bytes(out_dir / f"{stem}.png", plot_timeline(self, audio)),
+        """Write ``<stem>.csv``, ``<stem>.json`` and ``<stem>.png`` into ``out_dir`` as one set.
+
+        ``stem`` may hold sub-folders (``calls/a/x``); folders are created. The three files are
+        written with :func:`~serkit.io.atomic_write_set`: afterwards all three are new or none is.
+
+        Raises:
+            OutputError: the folder cannot be created or written, or the disk is full.
+        """
+        target = Path(out_dir) / stem
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise output_error(target.parent, exc) from exc
+        files = {
+            target.with_name(f"{target.name}.csv"): self.to_csv().encode(),
+            target.with_name(f"{target.name}.json"): (self.to_json() + "\n").encode(),
+            target.with_name(f"{target.name}.png"): plot_timeline(self, audio),
         }
+        return dict(zip(("csv", "json", "png"), atomic_write_set(files), strict=True))
 
 
 # --------------------------------------------------------------------------- recognition
@@ -488,14 +416,45 @@ class Recognizer:
             ))  # fmt: skip
         return timelines
 
+    def analysis_format(self, header: AudioHeader, config: InferenceConfig | None = None) -> tuple[int, bool]:
+        """``(sample_rate, mono)`` a recording is decoded to for this model and ``config``.
+
+        The rate is the highest any extractor (or the VAD, 16 kHz) reads, or the file's own when
+        that is lower: nothing above it reaches the model, and each extractor still resamples to
+        its own rate. ``mono`` (decode the down-mix) holds when every extractor reads the
+        down-mix and the channels are not analysed one by one.
+        """
+        cfg = config or self.config
+        extractors = list(self.bundle.extractors.values())
+        needed = max([int(extractor.sample_rate) for extractor, _ in extractors] + ([VAD_RATE] if cfg.vad else []))
+        mono = not cfg.per_channel and all(channel == "downmix" for _, channel in extractors)
+        return min(header.sample_rate, needed), mono
+
+    def load(self, source: Source, config: InferenceConfig | None = None, *, name: str | None = None,
+             max_frames: int | None = None) -> Audio:
+        """Decode a recording for this model (:meth:`analysis_format`) block by block.
+
+        Args:
+            source: a path or the file's bytes.
+            config: overrides the recognizer's config (``per_channel``, ``vad``).
+            name: what error messages call bytes.
+            max_frames: most input frames accepted (see :func:`~serkit.audio.decode_audio`).
+
+        Raises:
+            UnreadableAudioError, EmptyAudioError, TooShortAudioError, TooLongAudioError,
+            NonFiniteAudioError, OutOfRangeAudioError: as :func:`~serkit.audio.decode_audio`.
+        """
+        rate, mono = self.analysis_format(audio_header(source, name=name), config)
+        return decode_audio(source, sample_rate=rate, mono=mono, max_frames=max_frames, name=name)
+
     def recognize_file(self, path: str | Path, config: InferenceConfig | None = None) -> Timeline:
-        """:meth:`recognize` of a file read with :func:`~serkit.audio.load_audio`.
+        """:meth:`recognize` of a file read with :meth:`load`.
 
         Raises:
             UnreadableAudioError, EmptyAudioError, TooShortAudioError, NonFiniteAudioError,
-            OutOfRangeAudioError: as :func:`~serkit.audio.load_audio`; otherwise as :meth:`recognize`.
+            OutOfRangeAudioError: as :func:`~serkit.audio.decode_audio`; otherwise as :meth:`recognize`.
         """
-        return self.recognize(load_audio(path), config)
+        return self.recognize(self.load(path, config), config)
 
 
 # --------------------------------------------------------------------------- plot
@@ -522,7 +481,8 @@ def plot_timeline(timeline: Timeline, audio: Audio | None = None) -> bytes:
         if channel in sources:
             mono = sources[channel].downmix().samples[0]
             step = max(1, len(mono) // 4000)
-            env = np.abs(mono[: len(mono) // step * step]).reshape(-1, step).max(axis=1)
+            frames = mono[: len(mono) // step * step].reshape(-1, step)
+            env = np.maximum(frames.max(axis=1), -frames.min(axis=1))  # |x| peaks without a full-size copy
             t = (np.arange(len(env)) * step) / sources[channel].sample_rate
             ax.fill_between(t, 0, env / max(float(env.max()), 1e-9), color="0.85", lw=0, label="_wave")
         seg = timeline.segments[timeline.segments["channel"] == channel]

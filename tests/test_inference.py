@@ -133,9 +133,9 @@ def test_vad_finds_no_speech_in_silence_and_noise():
 
 
 def test_vad_weights_are_checked(monkeypatch):
-    from serkit import inference
+    from serkit import vad
 
-    monkeypatch.setattr(inference, "VAD_SHA256", "0" * 64)
+    monkeypatch.setattr(vad, "VAD_SHA256", "0" * 64)
     with pytest.raises(BundleError, match="SHA-256"):
         SileroVAD()
 
@@ -278,7 +278,8 @@ def test_cli_predict_needs_no_model_and_runs_folders_as_a_batch(emodb_root, conc
     audio, spans = concatenation
     sf.write(folder / "concat.flac", audio.samples[0], RATE)
     (folder / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk")
-    single = emodb_root / "wav" / UTTERANCES[0]
+    single = tmp_path / UTTERANCES[0]
+    single.write_bytes((emodb_root / "wav" / UTTERANCES[0]).read_bytes())
     result = runner.invoke(app, ["predict", str(single), str(folder), "--json", "--out", str(tmp_path / "out")])
     assert result.exit_code == 1, result.output  # the broken file is reported, the others are labelled
     rows = json.loads(result.stdout)
@@ -286,7 +287,9 @@ def test_cli_predict_needs_no_model_and_runs_folders_as_a_batch(emodb_root, conc
     assert by_file[str(single)]["label"] == "anger"
     assert len(by_file[str(folder / "concat.flac")]["speech"]) == len(spans)
     assert "cannot decode" in by_file[str(folder / "broken.wav")]["error"]
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {f"{s}.{e}" for s in ("03a01Wa", "concat") for e in ("csv", "json", "png")}
+    # names keep the path below the folder the inputs share (tmp_path)
+    written = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert written == {f"{s}.{e}" for s in ("03a01Wa", "in/concat") for e in ("csv", "json", "png")}
 
 
 def test_cli_predict_table_and_bad_model(emodb_root, tmp_path):
@@ -379,3 +382,22 @@ def test_cli_adapts_over_the_files_of_one_call_and_abstains(emodb_root, tmp_path
     assert {r["label"] for r in unsure} == {"uncertain"}
     bad = runner.invoke(app, [*base, "--adapt", "corpus"])
     assert bad.exit_code != 0 and "adapt must be one of" in " ".join(bad.output.split())
+
+
+def test_the_vad_writes_no_telemetry(tmp_path):
+    # onnxruntime 1.31 writes ~/.cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,onnxruntime.db} when a
+    # session starts unless its telemetry is off; CI=true also turns it off, so the child runs without it.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import numpy as np; from serkit.audio import Audio; from serkit.inference import SileroVAD; "
+            "p = SileroVAD().speech_probabilities(Audio(np.zeros((1, 16000), np.float32), 16000)); print(len(p))")
+    drop = {"CI", "ORT_DISABLE_TELEMETRY", "ORT_RUNNING_UNIT_TESTS", "XDG_CACHE_HOME"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "32"  # the VAD ran: one probability per started 32 ms frame
+    assert not (tmp_path / ".cache" / "Microsoft").exists(), sorted(map(str, tmp_path.rglob("*")))
