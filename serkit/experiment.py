@@ -21,7 +21,7 @@ import shutil
 import time
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +29,22 @@ import numpy as np
 import pandas as pd
 
 import serkit
+from serkit.adaptation import standardise
 from serkit.bundle import save_bundle
 from serkit.corpora import get_corpus
-from serkit.errors import ConfigError
-from serkit.evaluation.protocols import Fold, make_folds
-from serkit.evaluation.report import plain_data, write_run
+from serkit.corpora.pool import load_pooled
+from serkit.corpora.vocabulary import select_labels
 from serkit.derived.base import FittedFeature
+from serkit.errors import ConfigError
+from serkit.evaluation.protocols import Fold, check_protocol, make_folds
+from serkit.evaluation.report import plain_data, write_run
 from serkit.features.data import FeatureData, Inputs, take_rows
 from serkit.features.normalise import Normaliser, fit_normaliser
-from serkit.io import atomic_write_bytes, check_output_dir
+from serkit.io import atomic_write_bytes, check_output_dir, output_lock
 from serkit.models.base import get_model
 from serkit.pipeline import FeaturePlan
+from serkit.recipe import corpus_specs, corpus_title
+from serkit.trimming import trim_encoder_layers
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +54,13 @@ class Dataset:
     """A corpus table and its features, restricted to the utterances every feature could use.
 
     Attributes:
-        table: corpus table (columns of :data:`serkit.corpora.base.COLUMNS`), row ``i`` is
-            utterance ``i`` of every feature.
+        table: corpus table (columns of :data:`serkit.corpora.base.COLUMNS`, and ``corpus`` when
+            the recipe pools ``corpora``), row ``i`` is utterance ``i`` of every feature.
         plan: the recipe's feature graph (:class:`~serkit.pipeline.FeaturePlan`).
         features: the plan's stored features (``(n, dims)`` matrix or list of ``(frames, dims)``
             arrays per key), in table order; fitted derived features are made per fold from them.
-        labels: the class order (the corpus's label set, restricted to labels present).
+        labels: the class order (the recipe's ``labels``, else the corpus's label set, in
+            vocabulary order when pooled), restricted to labels present.
         y: ``(n,)`` int class index of every row.
         failures: ``{"utterance_id", "path", "feature", "error"}`` records of dropped utterances.
     """
@@ -81,27 +87,63 @@ class Dataset:
         )
 
 
-def prepare_dataset(recipe: dict[str, Any], *, progress: bool = True) -> Dataset:
-    """Load the recipe's corpus and compute the features that do not depend on a fold.
+def check_recipe(recipe: dict[str, Any]) -> FeaturePlan:
+    """Build every component a resolved recipe names, so that a bad name, option or value is an
+    error before any audio is read: the corpus adapters (by name), the feature graph (every
+    extractor and derived feature with its config), the model with its config (a score fusion's
+    members too), and the protocol's name and options.
 
-    Extractors and fixed derived features run here (cached when ``cache_dir`` is set); utterances
-    any of them could not process are dropped and listed in ``failures``.
+    Returns:
+        The recipe's :class:`~serkit.pipeline.FeaturePlan`.
 
     Raises:
-        ConfigError, CorpusError: bad recipe or corpus folder.
+        ConfigError: the first component that cannot be built; the message names the recipe
+            key (``corpus``, ``features``, ``model``, ``protocol``) and the option.
+    """
+    steps = (
+        ("corpus", lambda: [get_corpus(spec["name"]) for spec in corpus_specs(recipe)]),
+        ("features", lambda: FeaturePlan(recipe["features"])),
+        ("model", lambda: get_model(recipe["model"]["name"], recipe["model"]["config"])),
+        ("protocol", lambda: check_protocol(recipe["protocol"])),
+    )
+    built = {}
+    for key, build in steps:
+        try:
+            built[key] = build()
+        except ConfigError as exc:
+            raise ConfigError(f"recipe: {key}: {exc}") from exc
+    return built["features"]
+
+
+def prepare_dataset(recipe: dict[str, Any], *, progress: bool = True) -> Dataset:
+    """Load the recipe's corpus (or pool its ``corpora``), keep the classes of its ``labels``, and
+    compute the features that do not depend on a fold.
+
+    Every component of the recipe is checked first (:func:`check_recipe`). Extractors and fixed
+    derived features run here (cached when ``cache_dir`` is set); utterances any of them could
+    not process are dropped and listed in ``failures``.
+
+    Raises:
+        ConfigError, CorpusError: bad recipe, ``labels`` or corpus folder.
         FeatureError: every utterance failed.
     """
-    corpus_spec = recipe["corpus"]
-    plan = FeaturePlan(recipe["features"])
-    adapter = get_corpus(corpus_spec["name"])
-    table = adapter.load(corpus_spec["root"], **(corpus_spec.get("options") or {}))
+    plan = check_recipe(recipe)
+    if recipe.get("corpora") is not None:
+        table, order = load_pooled(recipe["corpora"])
+    else:
+        corpus_spec = recipe["corpus"]
+        adapter = get_corpus(corpus_spec["name"])
+        table = adapter.load(corpus_spec["root"], **(corpus_spec.get("options") or {}))
+        order = list(adapter.labels)
+    if recipe.get("labels") is not None:
+        table, order = select_labels(table, recipe["labels"])
     done = plan.materialise(table, cache_dir=recipe.get("cache_dir"), n_jobs=recipe.get("n_jobs", -1), progress=progress)
     by_id = table.set_index("utterance_id")["path"]
     failures = [{"utterance_id": f["utterance_id"], "path": str(by_id[f["utterance_id"]]), "feature": f["feature"],
                  "error": f["error"]} for f in done.failures]  # fmt: skip
     table = table.set_index("utterance_id").loc[done.ids].reset_index()
     present = set(table["label"])
-    labels = [lab for lab in adapter.labels if lab in present] or sorted(present)
+    labels = [lab for lab in order if lab in present] or sorted(present)
     y = table["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy(dtype=int)
     return Dataset(table, plan, done.features, labels, y, failures)
 
@@ -120,8 +162,9 @@ def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndar
     """Fit on ``fold.train`` and return test probabilities ``(n_test, K)`` and the fit info.
 
     Fitted derived features learn from the training rows only. Normalisation statistics come
-    from the training rows (``global``) or from each speaker's own rows (``speaker``); test
-    labels are never used. A validation split of the protocol (``fold.valid``, training speakers
+    from the training rows (``global``) or from each speaker's own rows (``speaker``); with
+    ``adapt`` the test rows are standardised with their own statistics instead
+    (:mod:`serkit.adaptation`); test labels are never used. A validation split of the protocol (``fold.valid``, training speakers
     only) goes to the model for early stopping.
     """
     speakers = data.speakers
@@ -130,7 +173,10 @@ def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndar
             (("train", fold.train), ("test", fold.test))}  # fmt: skip
     normalisers = fit_normalisers(recipe["normalisation"], rows["train"], speakers[fold.train])
     x_train = normalise(normalisers, rows["train"], speakers[fold.train])
-    x_test = normalise(normalisers, rows["test"], speakers[fold.test])
+    if recipe.get("adapt", "none") == "none":
+        x_test = normalise(normalisers, rows["test"], speakers[fold.test])
+    else:  # the test rows' own statistics (the whole fold, or each speaker), never their labels
+        x_test = standardise(normalisers, rows["test"], speakers[fold.test], recipe["adapt"], min_windows=2).inputs
     valid = None
     if fold.valid is not None:
         x_valid = {key: take_rows(x, fold.valid) for key, x in inputs.items()}
@@ -234,9 +280,9 @@ def _timed_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> FoldResult
 
 
 def default_run_dir(recipe: dict[str, Any], base: str | Path = "results") -> Path:
-    """``results/<name>-<corpus>-<UTC time>``."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return Path(base) / f"{recipe['name']}-{recipe['corpus']['name']}-{stamp}"
+    """``results/<name>-<corpus>-<UTC time>`` (pooled corpora: ``<corpus>+<corpus>...``)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Path(base) / f"{recipe['name']}-{corpus_title(recipe)}-{stamp}"
 
 
 def run_experiment(
@@ -266,9 +312,16 @@ def run_experiment(
             ``resume`` and ``overwrite`` are false (``overwrite`` alone discards them); a kept fold
             comes from another recipe or other folds.
         CorpusError, FeatureError: bad corpus or features. Nothing but fold checkpoints is written.
+        OutputError: another run is writing ``out_dir`` (it holds ``<out_dir>.lock``), or the
+            results cannot be written (no permission, disk full).
     """
     out_dir = Path(out_dir) if out_dir is not None else default_run_dir(recipe)
     check_output_dir(out_dir, overwrite=overwrite)
+    with output_lock(out_dir):
+        return _run_experiment(recipe, out_dir, progress=progress, overwrite=overwrite, resume=resume)
+
+
+def _run_experiment(recipe: dict[str, Any], out_dir: Path, *, progress: bool, overwrite: bool, resume: bool) -> Path:
     checkpoints = FoldCheckpoints(out_dir, recipe)
     kept = checkpoints.finished()
     if kept and not resume:
@@ -304,6 +357,8 @@ def run_experiment(
                 "predicted": [data.labels[k] for k in proba.argmax(axis=1)],
             }
         )
+        if "corpus" in rows.columns:
+            frame["corpus"] = rows["corpus"].to_numpy()
         for k, lab in enumerate(data.labels):
             frame[f"p_{lab}"] = proba[:, k]
         frames.append(frame)
@@ -312,6 +367,7 @@ def run_experiment(
         log.info("fold %s %s", fold.name, "reused" if fold.name in resumed else "done")
     described = protocol.describe()
     described["normalisation"] = recipe["normalisation"]
+    described["adapt"] = recipe.get("adapt", "none")
     extra = {
         "failures": data.failures,
         "fit": fit_info,
@@ -354,7 +410,19 @@ def train_bundle(
 
     Returns:
         The bundle folder (see :mod:`serkit.bundle`), written atomically.
+
+    Raises:
+        OutputExistsError: ``out_dir`` is not empty and ``overwrite`` is false (checked first).
+        OutputError: another run is writing ``out_dir``, or the bundle cannot be written.
     """
+    check_output_dir(out_dir, overwrite=overwrite)
+    with output_lock(out_dir):
+        return _train_bundle(recipe, out_dir, progress=progress, overwrite=overwrite, documents=documents)
+
+
+def _train_bundle(
+    recipe: dict[str, Any], out_dir: str | Path, *, progress: bool, overwrite: bool, documents: dict[str, str] | None
+) -> Path:
     data = prepare_dataset(recipe, progress=progress)
     speakers = data.speakers
     inputs, fitted = data.fold_inputs(np.arange(len(data.table)), recipe["seed"])
@@ -365,17 +433,21 @@ def train_bundle(
         layouts=data.plan.layouts,
     )  # fmt: skip
     trained_on = {
-        "corpus": recipe["corpus"]["name"],
-        "n_utterances": int(len(data.table)),
+        "corpus": corpus_title(recipe),
+        "n_utterances": len(data.table),
+        **({"per_corpus": data.table["corpus"].value_counts().sort_index().to_dict()} if "corpus" in data.table else {}),
         "speakers": sorted(set(speakers.tolist())),
         "failures": data.failures,
         "fit": model.fit_info(),
     }
+    plan, normalisers, top = trim_encoder_layers(data.plan, normalisers, model)
+    if top is not None:
+        trained_on["encoder_layers"] = f"0..{top}: the blocks after layer {top} are not run (serkit.trimming)"
     return save_bundle(
         out_dir,
-        recipe=recipe,
+        recipe={**recipe, "features": plan.recipe},
         labels=data.labels,
-        plan=data.plan,
+        plan=plan,
         fitted=fitted,
         normalisers=normalisers,
         model=model,

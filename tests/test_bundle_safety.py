@@ -95,18 +95,18 @@ def test_a_crafted_pickle_in_any_file_of_any_bundle_kind_never_runs(kind, tmp_pa
 def test_serkit_predict_refuses_a_tampered_bundle_in_one_line(tmp_path, emodb_file):
     marker = tmp_path / "marker"
     bundle = bundle_kinds.copy("linear_svm", tmp_path / "bundle")
-    (bundle / "model" / "svm.safetensors").write_bytes(_payload(marker))
+    (bundle / "model" / "weights.safetensors").write_bytes(_payload(marker))
     for args in (["predict", str(bundle), str(emodb_file)], ["predict", str(emodb_file), "--model", str(bundle)]):
         result = runner.invoke(app, [*args, "--no-vad", "--json"])
         assert result.exit_code == 2 and "Traceback" not in result.output
-        assert "svm.safetensors: SHA-256 differs" in _said(result)
+        assert "weights.safetensors: SHA-256 differs" in _said(result)
         assert not marker.exists()
 
 
 def test_a_bundle_of_format_v1_is_refused_with_how_to_rebuild_it(tmp_path):
     marker = tmp_path / "marker"
     bundle = bundle_kinds.copy("linear_svm", tmp_path / "old")
-    (bundle / "model" / "svm.safetensors").unlink()
+    (bundle / "model" / "weights.safetensors").unlink()
     (bundle / "model" / "svm.joblib").write_bytes(_payload(marker))
     _edit_meta(bundle, lambda m: (m.update(format_version=1, serkit_version="0.0.9"), m.pop("files")))
     with pytest.raises(BundleError, match=r"format v1 .*serkit train RECIPE --out NEW_DIR"):
@@ -117,7 +117,7 @@ def test_a_bundle_of_format_v1_is_refused_with_how_to_rebuild_it(tmp_path):
 
 
 def _changed_byte(bundle: Path) -> None:
-    path = bundle / "model" / "svm.safetensors"
+    path = bundle / "model" / "weights.safetensors"
     data = bytearray(path.read_bytes())
     data[-1] ^= 1
     path.write_bytes(bytes(data))
@@ -126,10 +126,10 @@ def _changed_byte(bundle: Path) -> None:
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda b: (b / "model" / "svm.safetensors").unlink(), r"model/svm.safetensors: missing"),
+        (lambda b: (b / "model" / "weights.safetensors").unlink(), r"model/weights.safetensors: missing"),
         (lambda b: (b / "notes.txt").write_text("hi"), r"notes.txt: not listed in bundle.json"),
         (lambda b: (b / "model" / "extra.json").write_text("{}"), r"model/extra.json: not listed"),
-        (_changed_byte, r"model/svm.safetensors: SHA-256 differs"),
+        (_changed_byte, r"model/weights.safetensors: SHA-256 differs"),
         (lambda b: (b / "model" / "state.json").write_text(""), r"model/state.json: SHA-256 differs"),
         (lambda b: os.symlink("/etc/hostname", b / "model" / "link.json"), r"model/link.json: a link or special file"),
         (lambda b: _edit_meta(b, lambda m: m.pop("files")), r"bundle.json: field 'files' is missing"),
@@ -156,10 +156,10 @@ def test_every_file_is_checked_against_the_list_before_any_is_read(damage, messa
 )
 def test_empty_truncated_or_garbage_model_files_are_one_line_errors(content, message, tmp_path, emodb_file):
     bundle = bundle_kinds.copy("linear_svm", tmp_path / "bundle")
-    path = bundle / "model" / "svm.safetensors"
+    path = bundle / "model" / "weights.safetensors"
     path.write_bytes(path.read_bytes()[:100] if content is None else content)
     bundle_kinds.rehash(bundle)
-    with pytest.raises(BundleError, match=f"svm.safetensors: {message}"):
+    with pytest.raises(BundleError, match=f"weights.safetensors: {message}"):
         load_bundle(bundle)
     result = runner.invoke(app, ["predict", "--model", str(bundle), str(emodb_file), "--no-vad"])
     assert result.exit_code == 2 and "Traceback" not in result.output and message in _said(result)
@@ -228,7 +228,7 @@ def test_bundle_parts_that_disagree_are_refused(edit, message, tmp_path):
     "edit, message",
     [
         (lambda s: s.update(labels=["neutral", "anger"]), r"field 'labels' lists 2 classes \['anger', 'neutral'\], the model"),
-        (lambda s: s.update(widths=[81]), r"svm.safetensors: coef has 80 columns, the model reads 81"),
+        (lambda s: s.update(widths=[81]), r"weights.safetensors: coef has 80 columns, the model reads 81"),
         (lambda s: s.update(temperature=-1), r"state.json: field 'temperature' must be a number > 0"),
         (lambda s: s.update(columns=[5, 3]), r"state.json: field 'columns' must be null or ascending"),
     ],
@@ -290,5 +290,5 @@ def test_the_shipped_model_is_a_checked_v2_bundle():
 
     bundle = load_bundle(DEFAULT_MODEL)
     assert bundle.meta["format_version"] == FORMAT_VERSION
-    assert _files(DEFAULT_MODEL) == ["README.md", "model/state.json", "model/svm.safetensors"]
+    assert _files(DEFAULT_MODEL) == ["README.md", "model/state.json", "model/weights.safetensors"]
     assert bundle.digest == hashlib.sha256((DEFAULT_MODEL / "bundle.json").read_bytes()).hexdigest()

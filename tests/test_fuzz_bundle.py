@@ -8,7 +8,8 @@ a :class:`BundleError`; a bundle that loads must label a real recording with fin
 probabilities or refuse it with a :class:`FeatureError` or :class:`AudioError`.
 
 Recipes: the shipped recipes get the same kinds of edits, as text and as YAML structure;
-:func:`load_recipe` must return a recipe or raise a :class:`ConfigError`.
+:func:`load_recipe` and :func:`~serkit.experiment.check_recipe` (every component built) must
+accept the recipe or raise a :class:`ConfigError`.
 
 Runs are derandomised, so CI sees the same examples every time.
 """
@@ -29,6 +30,7 @@ import bundle_kinds
 from serkit.audio import load_audio
 from serkit.bundle import load_bundle
 from serkit.errors import AudioError, BundleError, ConfigError, FeatureError
+from serkit.experiment import check_recipe
 from serkit.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,6 +152,7 @@ def test_edited_recipes_load_or_raise_a_config_error(name, data, tmp_path):
         (tmp_path / "r.yaml").write_bytes(data.draw(byte_edit(text.encode()), label="bytes"))
     try:
         recipe = load_recipe(tmp_path / "r.yaml")
+        check_recipe(recipe)
     except ConfigError as exc:
         assert str(exc)
         return

@@ -86,9 +86,11 @@ def test_invalid_recipes_are_refused(raw, overrides, message):
         (["features.f.config=[1]"], r"features.f.config must be a mapping"),
     ],
 )
-def test_every_component_is_checked_when_the_recipe_is_read(overrides, message):
+def test_every_component_is_checked_before_any_work(overrides, message):
+    from serkit.experiment import check_recipe
+
     with pytest.raises(ConfigError, match=message):
-        resolve_recipe(MINIMAL, overrides=overrides)
+        check_recipe(resolve_recipe(MINIMAL, overrides=overrides))
 
 
 def test_a_bad_option_stops_the_command_before_any_feature_is_extracted(tmp_path):

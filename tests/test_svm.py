@@ -188,6 +188,21 @@ def test_select_windows_try_runs_of_adjacent_blocks():
         LinearSVM({"windows": [0]})
 
 
+def test_inner_folds_group_speakers_into_k_disjoint_folds():
+    from sklearn.model_selection import GroupKFold
+
+    X, y, groups = _blobs(spread=2.5, n_speakers=6)
+    model = LinearSVM({"C": (1e-3, 1.0), "inner_folds": 3}).fit({"f": X}, y, labels=["a", "b", "c"], groups=groups)
+    for C in (1e-3, 1.0):
+        pred = np.empty_like(y)
+        for train, test in GroupKFold(n_splits=3).split(X, groups=groups):
+            assert not set(groups[train]) & set(groups[test])
+            pred[test] = SVC(kernel="linear", C=C, class_weight="balanced", break_ties=True).fit(X[train], y[train]).predict(X[test])
+        assert model.inner_ua_[None, C] == pytest.approx(balanced_accuracy_score(y, pred), abs=1e-12)
+    with pytest.raises(ConfigError, match="inner_folds"):
+        LinearSVM({"inner_folds": 1})
+
+
 def test_a_reloaded_svm_predicts_exactly_as_the_fitted_one_on_real_emodb_features(emodb_root, tmp_path):
     from serkit.audio import load_audio
     from serkit.features import get_extractor
@@ -208,7 +223,7 @@ def test_a_reloaded_svm_predicts_exactly_as_the_fitted_one_on_real_emodb_feature
     np.testing.assert_allclose(model.decision_function(X), ref.decision_function(X["functionals"]), rtol=0, atol=1e-9)
     assert np.array_equal(model.predict(X), ref.predict(X["functionals"]))
     model.save(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "svm.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "weights.safetensors"]
     again = LinearSVM.load(tmp_path, model.describe()["config"])
     assert isinstance(again.svm_, PairwiseLinear) and again.input_widths() == {"functionals": 88}
     assert np.array_equal(again.predict_proba(X), model.predict_proba(X))  # bit for bit

@@ -23,7 +23,7 @@ independent anchors in ``DESIGN.md`` exactly; liblinear's one-vs-rest ``LinearSV
   ``w·x + b`` with ``w`` the dual-weighted sum of support vectors) and the classes seen, turned
   into one-vs-rest decision values the way scikit-learn's ``SVC(decision_function_shape="ovr")``
   does (votes plus confidences squashed into (-1/3, 1/3)). The same arrays predict in the
-  experiment and in a saved bundle (``svm.safetensors`` + ``state.json``: nothing pickled);
+  experiment and in a saved bundle (``weights.safetensors`` + ``state.json``: nothing pickled);
 - class probabilities from the one-vs-rest decision values ``f(x)`` by temperature scaling,
   ``p = softmax(f(x) / T)``, with ``T`` fitted by minimum negative log-likelihood on the inner
   folds' out-of-fold decision values. Scaling by a positive ``T`` keeps the SVM's own decision:
@@ -44,7 +44,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -77,6 +77,9 @@ class LinearSVMConfig:
             (the outer fold's procedure repeated inside; the data arrive standardised with all
             training speakers, the inner held-out one included). Off by default, as the
             published baselines were run.
+        inner_folds: ``None`` (default): the inner folds are leave-one-speaker-out; ``k``: the
+            training speakers are split into ``k`` speaker-disjoint folds (scikit-learn's
+            ``GroupKFold``, sizes balanced), for pooled corpora of many speakers.
     """
 
     C: float | tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -85,6 +88,7 @@ class LinearSVMConfig:
     select: str | None = None
     windows: tuple[int, ...] = (1,)
     inner_standardise: bool = False
+    inner_folds: int | None = None
 
 
 def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
@@ -107,13 +111,16 @@ def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class PairwiseLinear:
-    """A fitted linear one-vs-one SVM as arrays, with scikit-learn's one-vs-rest decision values.
+class LinearArrays:
+    """A fitted linear classifier as arrays: what :class:`LinearSVM` (and models built on it)
+    keep, predict with and save, instead of a scikit-learn object.
+
+    Subclasses say how the rows of ``coef`` become class scores (:meth:`scores`) and how many
+    rows ``k`` classes need (:meth:`n_rows`).
 
     Attributes:
-        coef: ``(P, d)`` float64 weights of the ``P = k (k - 1) / 2`` class pairs ``(i, j)``,
-            ``i < j``, in the order ``(0, 1), (0, 2), …, (1, 2), …`` over the classes seen.
-        intercept: ``(P,)`` float64 biases; the margin of pair ``(i, j)`` is ``coef · x + intercept``.
+        coef: ``(R, d)`` float64 weights, one row per decision.
+        intercept: ``(R,)`` float64 biases; the margins are ``x · coef.T + intercept``.
         classes: ``(k,)`` int64 ascending class indices (into the model's labels) seen in training.
     """
 
@@ -122,57 +129,77 @@ class PairwiseLinear:
     classes: np.ndarray
 
     @classmethod
-    def from_svc(cls, svm: SVC) -> PairwiseLinear:
-        """The arrays of a fitted linear-kernel ``SVC`` (its ``coef_``, ``intercept_``, ``classes_``)."""
-        return cls(np.asarray(svm.coef_, dtype=np.float64).copy(), np.asarray(svm.intercept_, dtype=np.float64).copy(),
-                   np.asarray(svm.classes_, dtype=np.int64).copy())  # fmt: skip
+    def from_estimator(cls, estimator: Any) -> LinearArrays:
+        """The arrays of a fitted scikit-learn linear estimator (``coef_``, ``intercept_``, ``classes_``)."""
+        return cls(np.asarray(estimator.coef_, dtype=np.float64).copy(), np.asarray(estimator.intercept_, dtype=np.float64).copy(),
+                   np.asarray(estimator.classes_, dtype=np.int64).copy())  # fmt: skip
+
+    @staticmethod
+    def n_rows(k: int) -> int:
+        """Rows of ``coef`` for ``k`` classes."""
+        raise NotImplementedError
+
+    def scores(self, margins: np.ndarray) -> np.ndarray:
+        """``(n, k)`` class scores of ``(n, R)`` margins."""
+        raise NotImplementedError
 
     def check(self, n_labels: int, width: int, where: str) -> None:
         """Raise :class:`BundleError` (naming ``where``) unless the arrays fit ``n_labels`` classes and ``width`` columns."""
-        k, pairs = len(self.classes), self.coef.shape[0]
-        if k < 2 or pairs != k * (k - 1) // 2 or self.intercept.shape != (pairs,):
-            raise BundleError(f"{where}: {k} classes need {k * (k - 1) // 2} pairs; coef has {pairs} rows, intercept shape {self.intercept.shape}")
+        k, rows = len(self.classes), self.coef.shape[0]
+        if k < 2 or rows != self.n_rows(k) or self.intercept.shape != (rows,):
+            raise BundleError(f"{where}: {k} classes need {self.n_rows(max(k, 2))} rows; coef has {rows}, intercept shape {self.intercept.shape}")
         if np.any(np.diff(self.classes) <= 0) or self.classes[0] < 0 or self.classes[-1] >= n_labels:
             raise BundleError(f"{where}: classes {self.classes.tolist()} are not ascending indices of the {n_labels} labels")
         if self.coef.shape[1] != width:
             raise BundleError(f"{where}: coef has {self.coef.shape[1]} columns, the model reads {width}")
 
     def decision_function(self, data: np.ndarray, n_labels: int) -> np.ndarray:
-        """One-vs-rest decision values ``(n, n_labels)`` float64 of ``(n, d)`` rows; classes not seen get -inf.
-
-        Two classes: the margin ``m`` (positive for the second class: scikit-learn flips the sign
-        of a binary SVC's arrays) gives ``(-m, m)``. More classes: pair ``(i, j)`` votes for
-        ``i`` where its margin is ``>= 0`` and for ``j`` otherwise, and each class's summed
-        margins ``s`` are added as ``s / (3 (|s| + 1))``, which breaks ties without overturning a
-        vote (scikit-learn's ``decision_function_shape="ovr"``, in closed form over one-hot pair
-        matrices).
-        """
+        """Decision values ``(n, n_labels)`` float64 of ``(n, d)`` rows; classes not seen in training get -inf."""
         margins = np.asarray(data, dtype=np.float64) @ self.coef.T + self.intercept
+        out = np.full((len(margins), n_labels), -np.inf)
+        out[:, self.classes] = self.scores(margins)
+        return out
+
+
+class PairwiseLinear(LinearArrays):
+    """libsvm's linear one-vs-one SVM: one row per class pair ``(i, j)``, ``i < j``, in the order
+    ``(0, 1), (0, 2), …, (1, 2), …`` over the classes seen, and scikit-learn's one-vs-rest values.
+
+    Two classes: the margin ``m`` (positive for the second class: scikit-learn flips the sign of
+    a binary SVC's arrays) gives ``(-m, m)``. More classes: pair ``(i, j)`` votes for ``i`` where
+    its margin is ``>= 0`` and for ``j`` otherwise, and each class's summed margins ``s`` are
+    added as ``s / (3 (|s| + 1))``, which breaks ties without overturning a vote (scikit-learn's
+    ``decision_function_shape="ovr"``, in closed form over one-hot pair matrices).
+    """
+
+    @staticmethod
+    def n_rows(k: int) -> int:
+        return k * (k - 1) // 2
+
+    def scores(self, margins: np.ndarray) -> np.ndarray:
         k = len(self.classes)
         if k == 2:
-            scores = np.concatenate([-margins, margins], axis=1)
-        else:
-            first, second = (np.eye(k)[index] for index in np.triu_indices(k, 1))  # (P, k) one-hot each
-            win_first = (margins >= 0).astype(np.float64)
-            votes = win_first @ first + (1.0 - win_first) @ second
-            confidence = margins @ (first - second)
-            scores = votes + confidence / (3 * (np.abs(confidence) + 1))
-        out = np.full((len(margins), n_labels), -np.inf)
-        out[:, self.classes] = scores
-        return out
+            return np.concatenate([-margins, margins], axis=1)
+        first, second = (np.eye(k)[index] for index in np.triu_indices(k, 1))  # (P, k) one-hot each
+        win_first = (margins >= 0).astype(np.float64)
+        votes = win_first @ first + (1.0 - win_first) @ second
+        confidence = margins @ (first - second)
+        return votes + confidence / (3 * (np.abs(confidence) + 1))
 
 
 @register
 class LinearSVM(SERModel):
     """Linear-kernel SVM (libsvm, one-vs-one, one-vs-rest decision values) with inner speaker-independent C search.
 
-    Fitted state: ``svm_`` (:class:`PairwiseLinear`), ``labels_``, ``inputs_`` (keys, in column
+    Fitted state: ``svm_`` (:attr:`Linear`: :class:`PairwiseLinear`), ``labels_``, ``inputs_`` (keys, in column
     order) and ``widths_`` (their column counts), ``C_``, ``block_`` and ``columns_`` (the chosen
     block's columns, ``None`` for all), ``temperature_``, ``inner_ua_``, ``oof_scores_``.
     """
 
     name = "linear_svm"
     Config = LinearSVMConfig
+    #: How the fitted estimator is kept and saved (:class:`LinearArrays`).
+    Linear: ClassVar[type[LinearArrays]] = PairwiseLinear
 
     def check_config(self) -> None:
         c = self.config
@@ -188,6 +215,8 @@ class LinearSVM(SERModel):
             isinstance(c.windows, tuple) and len(c.windows) > 0 and all(is_integer(w) and w >= 1 for w in c.windows),
             self.name, f"windows must be a list of integers >= 1, got {plain(c.windows)!r}",
         )  # fmt: skip
+        k = self.config.inner_folds
+        check_option(k is None or (is_integer(k) and k >= 2), self.name, f"inner_folds must be null or an integer >= 2, got {k!r}")
 
     def _svm(self, C: float, seed: int, kernel: str = "linear") -> SVC:
         # break_ties makes predict() the argmax of the one-vs-rest decision values we calibrate.
@@ -247,7 +276,7 @@ class LinearSVM(SERModel):
         self.block_, self.C_ = best
         self.columns_ = blocks[self.block_]
         self.oof_scores_ = scores.get(best)
-        self.svm_ = PairwiseLinear.from_svc(self._svm(self.C_, seed).fit(self._chosen(data), y))
+        self.svm_ = self.Linear.from_estimator(self._svm(self.C_, seed).fit(self._chosen(data), y))
         self.widths_ = [int(block.shape[1]) for block in X.values()]
         self.temperature_ = fit_temperature(scores[best], y) if self.config.calibrate and scores else 1.0
         return self
@@ -314,8 +343,7 @@ class LinearSVM(SERModel):
         scores = {C: np.zeros((len(y), len(self.labels_))) for C in grid}
         data = data.astype(np.float64)
         gram = None if self.config.inner_standardise else data @ data.T
-        for speaker in np.unique(groups):
-            held = groups == speaker
+        for held in self._inner_splits(groups):
             if gram is None:
                 scaler = fit_normaliser("global", data[~held])
                 train, test = scaler.transform(data[~held]), scaler.transform(data[held])
@@ -326,6 +354,16 @@ class LinearSVM(SERModel):
                 svm = self._svm(C, seed, kernel="precomputed").fit(k_train, y[~held])
                 scores[C][held] = self._full_scores(svm, k_test)
         return scores
+
+    def _inner_splits(self, groups: np.ndarray) -> list[np.ndarray]:
+        """Boolean masks of the held-out rows of each inner fold (``inner_folds``)."""
+        speakers = np.unique(groups)
+        k = self.config.inner_folds
+        if k is None or k >= len(speakers):
+            return [groups == s for s in speakers]
+        from sklearn.model_selection import GroupKFold
+
+        return [np.isin(np.arange(len(groups)), test) for _, test in GroupKFold(n_splits=k).split(groups, groups=groups)]
 
     def out_of_fold_proba(self) -> np.ndarray:
         """``softmax(f(x) / T)`` ``(n, K)`` of each training utterance of :meth:`fit`, from the
@@ -381,9 +419,9 @@ class LinearSVM(SERModel):
         return dict(zip(self.inputs_, self.widths_))
 
     def save(self, directory: Path) -> None:
-        """``svm.safetensors`` (:class:`PairwiseLinear`'s arrays) and ``state.json`` (labels,
-        inputs and their widths, chosen C, block and columns, temperature)."""
-        write_arrays(directory / "svm.safetensors",
+        """``weights.safetensors`` (the :class:`LinearArrays`) and ``state.json`` (labels, inputs
+        and their widths, chosen C, block and columns, temperature)."""
+        write_arrays(directory / "weights.safetensors",
                      {"coef": self.svm_.coef, "intercept": self.svm_.intercept, "classes": self.svm_.classes})  # fmt: skip
         state = {
             "labels": self.labels_,
@@ -419,10 +457,11 @@ class LinearSVM(SERModel):
         columns = take(state, "columns", lambda v: v is None or (is_int_list(v) and v == sorted(set(v)) and v and 0 <= v[0] and v[-1] < total),
                        f"null or ascending column indices in [0, {total})", where)  # fmt: skip
         model.columns_ = None if columns is None else np.asarray(columns, dtype=np.int64)
-        arrays = read_arrays(directory / "svm.safetensors", {"coef": ("f", 2), "intercept": ("f", 1), "classes": ("i", 1)})
-        model.svm_ = PairwiseLinear(arrays["coef"].astype(np.float64), arrays["intercept"].astype(np.float64),
-                                    arrays["classes"].astype(np.int64))  # fmt: skip
-        model.svm_.check(len(model.labels_), total if columns is None else len(columns), str(directory / "svm.safetensors"))
+        path = directory / "weights.safetensors"
+        arrays = read_arrays(path, {"coef": ("f", 2), "intercept": ("f", 1), "classes": ("i", 1)})
+        model.svm_ = cls.Linear(arrays["coef"].astype(np.float64), arrays["intercept"].astype(np.float64),
+                                arrays["classes"].astype(np.int64))  # fmt: skip
+        model.svm_.check(len(model.labels_), total if columns is None else len(columns), str(path))
         model.inner_ua_, model.missing_inputs_ = {}, []
         model.oof_scores_ = None
         return model
