@@ -15,11 +15,11 @@ import os
 import pickle
 from pathlib import Path
 
+import bundle_kinds
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import bundle_kinds
 from serkit.audio import load_audio
 from serkit.bundle import FORMAT_VERSION, load_bundle
 from serkit.cli import app
@@ -262,6 +262,23 @@ def test_the_predict_path_never_gives_nan_and_json_output_stays_valid(tmp_path, 
     assert result.exit_code == 1
     rows = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} in JSON output"))
     assert rows == [{"file": str(emodb_file), "error": rows[0]["error"]}] and "no valid probabilities" in rows[0]["error"]
+
+
+def test_the_service_answers_a_model_that_gives_nan_with_a_valid_json_error(emodb_file, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from serkit.inference import InferenceConfig, Recognizer
+    from serkit.service import create_app
+
+    recognizer = Recognizer(bundle_kinds.bundle("linear_svm"), InferenceConfig(vad=False))
+    client = TestClient(create_app(recognizer), raise_server_exceptions=False)
+    upload = {"file": ("x.wav", emodb_file.read_bytes(), "audio/wav")}
+    assert client.post("/v1/recognize", files=upload).status_code == 200
+    monkeypatch.setattr(LinearSVM, "predict_proba", lambda self, X: np.full((len(X["pooled"]), 2), np.nan))
+    response = client.post("/v1/recognize", files=upload)
+    assert response.status_code == 422
+    body = json.loads(response.text, parse_constant=lambda name: pytest.fail(f"{name} in JSON output"))
+    assert body["error"] == "unusable_audio" and "no valid probabilities" in body["message"]
 
 
 def test_the_model_argument_is_never_guessed_from_a_folder_that_holds_audio(tmp_path, emodb_file):
