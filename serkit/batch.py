@@ -53,6 +53,33 @@ def audio_files(paths: Sequence[str | Path]) -> tuple[list[tuple[Path, Path]], d
     return found, problems
 
 
+def model_argument(args: Sequence[Path], model: Path | None) -> tuple[Path | None, list[Path]]:
+    """The model bundle and the recordings among ``serkit predict``'s arguments.
+
+    The model is ``model`` (``--model``) when given. Otherwise the first argument is the model
+    only when it is unmistakably a bundle: a folder holding ``bundle.json`` and no audio file at
+    any depth (:data:`AUDIO_SUFFIXES`). A folder holding both is never guessed to be either, so
+    labelling a downloaded folder of recordings never loads a model from it.
+
+    Returns:
+        ``(model or None for the shipped one, the recordings' arguments)``.
+
+    Raises:
+        ConfigError: the first argument holds ``bundle.json`` and audio files, or is a bundle
+            with no recordings after it.
+    """
+    args = [Path(a) for a in args]
+    first = args[0]
+    if model is not None or not (first / "bundle.json").is_file():
+        return model, args
+    if audio_files([first])[0]:
+        raise ConfigError(f"{first} holds a model bundle (bundle.json) and audio files; name the model with "
+                          "--model DIR, or name the recordings themselves")  # fmt: skip
+    if len(args) < 2:
+        raise ConfigError(f"{first} is a model bundle; name the recordings to label after it")
+    return first, args[1:]
+
+
 def output_names(files: Sequence[tuple[Path, Path]]) -> dict[Path, str]:
     """Output name (no extension, ``/``-separated) of each file: see the module docstring.
 

@@ -57,7 +57,8 @@ def export_onnx(
 
     Args:
         model_dir: bundle folder of a neural model (a ``TorchSERModel``).
-        out_file: ONNX file to write (default ``model_dir/model.onnx``).
+        out_file: ONNX file to write (default ``<model_dir>.onnx`` beside the bundle folder: a file
+            added inside a bundle would make it fail its checksum list).
         exporter: ``"dynamo"`` (``torch.export``, PyTorch's default; thorough but slow, about a
             minute on two busy cores), ``"torchscript"`` (the older tracing exporter, seconds) or
             ``"auto"`` (dynamo, falling back to TorchScript if it fails).
@@ -109,7 +110,7 @@ def export_onnx(
     batch_dim = torch.export.Dim("batch", min=1)
     frame_dims = {k: torch.export.Dim(f"{k}_frames", min=1) for k in names if batch[k].ndim == 3}
     shapes = tuple({0: batch_dim, 1: frame_dims[k]} if k in frame_dims else {0: batch_dim} for k in names)
-    target = Path(out_file or Path(model_dir) / "model.onnx")
+    target = Path(out_file) if out_file else Path(model_dir).with_name(Path(model_dir).name + ".onnx")
     tries = {"auto": (True, False), "dynamo": (True,), "torchscript": (False,)}[exporter]
     used, errors = None, []
     with tempfile.TemporaryDirectory() as scratch:

@@ -13,7 +13,9 @@ under the same name, the channel, the package version) misses the cache. Writes 
 temporary file in the same folder and are renamed into place (``os.replace``), so a crashed or
 concurrent run never leaves a half-written entry; temporary files a killed run left are removed
 by the next run once older than :data:`serkit.io.STALE_TEMP_S`. The folder also holds
-``extractor.json``.
+``extractor.json``. An entry that cannot be read, or is not float32 of the extractor's level
+and width (a damaged or foreign file), counts as a miss: a warning names the file, and it is
+recomputed and replaced.
 
 Batches: an extractor whose :attr:`~Extractor.batch_size` exceeds 1 (a network) gets its files
 in groups: the table's files are ordered by duration (read from their headers), cut into chunks
@@ -241,6 +243,22 @@ def _save_array(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _read_cached(entry: Path, extractor: Extractor) -> np.ndarray | None:
+    """The features in cache file ``entry``, or ``None`` (a miss: recompute and overwrite it, with a
+    warning naming the file) when it is unreadable or not float32 of the extractor's level and width."""
+    try:
+        value = np.load(entry, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        log.warning("cache entry %s is unreadable (%s); recomputing", entry, exc)
+        return None
+    ndim = 2 if extractor.level == "frame" else 1
+    if value.dtype != np.float32 or value.ndim != ndim or value.shape[-1] != extractor.dim:
+        log.warning("cache entry %s holds %s %s, not %s-level float32 with %d columns; recomputing",
+                    entry, value.dtype, value.shape, extractor.level, extractor.dim)  # fmt: skip
+        return None
+    return value
+
+
 # --------------------------------------------------------------------------- one file (runs in workers)
 
 
@@ -329,10 +347,9 @@ def _load(
         entry = folder / f"{cache_key(data, extractor, channel)}.npy"
         if entry.is_file():
             rate = _cached_file_rate(data, job.path, min_duration)
-            try:
-                return _Outcome(job.utterance_id, np.load(entry, allow_pickle=False), rate, None)
-            except (OSError, ValueError, EOFError):
-                log.warning("cache entry %s is unreadable; recomputing", entry)
+            cached = _read_cached(entry, extractor)
+            if cached is not None:
+                return _Outcome(job.utterance_id, cached, rate, None)
         audio = load_audio(data, min_duration=min_duration, name=job.path)
     mono = select_channel(audio, channel).resample(extractor.sample_rate)
     return _Loaded(job, mono, audio.sample_rate, entry)
