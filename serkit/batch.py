@@ -147,9 +147,9 @@ def label_files(
         prepare_output(out_dir)
     results: list[dict[str, Any]] = []
     errors: dict[Path, str] = {}
-    together: list[tuple[Path, Audio]] = []
+    together: list[Path] = []
 
-    def keep(path: Path, timeline: Timeline, audio: Audio) -> None:
+    def keep(path: Path, timeline: Timeline, audio: Audio | None) -> None:
         if out_dir is not None:
             timeline.write(out_dir, names[path], audio)
         results.append({**timeline.to_dict(), "file": str(path)})
@@ -164,14 +164,14 @@ def label_files(
             advance()
             continue
         if timeline is None:
-            together.append((path, audio))
+            together.append(path)  # decoded again below: the samples of a whole folder are never held
         else:
             keep(path, timeline, audio)  # an OutputError here stops the batch
         advance()
     if not together:
         return results, errors, []
-    group = None if speakers is None else [speakers[path] for path, _ in together]
-    timelines = recognizer.recognize_many([audio for _, audio in together], speakers=group)
-    for (path, audio), timeline in zip(together, timelines, strict=True):
-        keep(path, timeline, audio)
+    group = None if speakers is None else [speakers[path] for path in together]
+    timelines = recognizer.recognize_many((recognizer.load(path) for path in together), speakers=group)
+    for path, timeline in zip(together, timelines, strict=True):
+        keep(path, timeline, recognizer.load(path) if out_dir is not None else None)
     return results, errors, list(timelines[0].adaptation)
