@@ -84,7 +84,8 @@ def export_onnx(
     bundle = load_bundle(model_dir)
     model = bundle.model
     if bundle.meta["model"]["name"] in LINEAR_MODELS:
-        return _export_linear(bundle, Path(out_file or Path(model_dir) / "model.onnx"), exporter, tolerance)
+        target = Path(out_file) if out_file else Path(model_dir).with_name(Path(model_dir).name + ".onnx")
+        return _export_linear(bundle, target, exporter, tolerance)
     if not isinstance(model, TorchSERModel):
         raise BundleError(
             f"{model_dir}: ONNX export is for neural models (TorchSERModel) and linear models "
@@ -162,9 +163,11 @@ def export_onnx(
 def _export_linear(bundle: Any, target: Path, exporter: str, tolerance: float) -> dict[str, Any]:
     """:func:`export_onnx` of a linear-model bundle (:mod:`serkit.export_linear`)."""
     import onnx
-    import onnxruntime as ort
     import torch
 
+    from serkit.onnx_runtime import import_onnxruntime
+
+    ort = import_onnxruntime()
     module, args, axes, name = linear_graph(bundle)
     tries = {"auto": (False, True), "dynamo": (True,), "torchscript": (False,)}[exporter]
     used, errors = None, []
