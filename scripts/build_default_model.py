@@ -158,8 +158,13 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=REPO / "results" / "default_model")
     ap.add_argument("--baseline", type=Path, help="runs of the previous model on the same folds (same names)")
     ap.add_argument("--out", type=Path, default=REPO / "serkit" / "default_model")
+    ap.add_argument("--reuse-bundle", action="store_true", help="keep a bundle already trained in RUNS/bundle")
+    ap.add_argument("--train-only", action="store_true", help="only train RUNS/bundle (no evaluation, no card)")
     args = ap.parse_args()
     roots = {name: getattr(args, name).resolve() for name in CORPORA}
+    if args.train_only:
+        train_bundle(recipe(roots, []), args.runs / "bundle", progress=False, overwrite=True)
+        return
     metrics = evaluate(roots, args.runs)
     baseline = {}
     if args.baseline is not None:
@@ -167,7 +172,9 @@ def main() -> None:
             if (args.baseline / name / "metrics.json").is_file():
                 baseline[name] = json.loads((args.baseline / name / "metrics.json").read_text())
     started = time.perf_counter()
-    staged = train_bundle(recipe(roots, []), args.runs / "bundle", progress=False, overwrite=True)
+    staged = args.runs / "bundle"
+    if not (args.reuse_bundle and (staged / "bundle.json").is_file()):
+        train_bundle(recipe(roots, []), staged, progress=False, overwrite=True)
     train_s = time.perf_counter() - started
     # The card needs what the fit chose; the bundle's checksum list must include the card, so the
     # staged bundle is written again with it (same fitted state, read back without pickle).
