@@ -162,9 +162,11 @@ def export_onnx(
 def _export_linear(bundle: Any, target: Path, exporter: str, tolerance: float) -> dict[str, Any]:
     """:func:`export_onnx` of a linear-model bundle (:mod:`serkit.export_linear`)."""
     import onnx
-    import onnxruntime as ort
     import torch
 
+    from serkit.onnx_runtime import import_onnxruntime
+
+    ort = import_onnxruntime()
     module, args, axes, name = linear_graph(bundle)
     tries = {"auto": (False, True), "dynamo": (True,), "torchscript": (False,)}[exporter]
     used, errors = None, []

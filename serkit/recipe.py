@@ -189,6 +189,11 @@ def _corpus_arguments(recipe: dict[str, Any], corpus: str | None, root: Any) -> 
     recipe["corpora"], recipe["corpus"] = (specs, None) if pooled else (None, specs[0])
 
 
+def corpus_specs(recipe: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The corpora of a resolved recipe as ``[{name, root, options}]``: ``corpora``, or ``[corpus]``."""
+    return list(recipe.get("corpora") or [recipe["corpus"]])
+
+
 def corpus_title(recipe: Mapping[str, Any]) -> str:
     """The corpus names of a recipe joined by ``+`` (``"emodb+emovo"``), for run names and tables;
     ``"?"`` when it names none."""
