@@ -258,10 +258,15 @@ def test_the_predict_path_never_gives_nan_and_json_output_stays_valid(tmp_path, 
     monkeypatch.setattr(LinearSVM, "predict_proba", lambda self, X: np.full((1, 2), np.nan))
     with pytest.raises(FeatureError, match="no valid probabilities"):
         bundle.predict(features)
-    result = runner.invoke(app, ["predict", "--model", str(bundle.path), str(emodb_file), "--no-vad", "--json"])
+    command = ["predict", "--model", str(bundle.path), str(emodb_file), "--no-vad", "--json"]
+    # Labelled file by file, the file is reported and skipped ...
+    result = runner.invoke(app, [*command, "--adapt", "none"])
     assert result.exit_code == 1
     rows = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} in JSON output"))
     assert rows == [{"file": str(emodb_file), "error": rows[0]["error"]}] and "no valid probabilities" in rows[0]["error"]
+    # ... labelled as one call (adapted to the batch), the call stops with one line and prints no result.
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2 and "no valid probabilities" in _said(result) and not result.stdout.strip()
 
 
 def test_the_service_answers_a_model_that_gives_nan_with_a_valid_json_error(emodb_file, monkeypatch):
