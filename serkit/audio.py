@@ -242,7 +242,10 @@ def load_audio(
     try:
         data, rate = sf.read(handle, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
-        raise UnreadableAudioError(f"cannot decode audio ({exc})", label) from exc
+        # libsndfile's own text without "Error opening <_io.BytesIO object at 0x…>": the label names
+        # the file, and a message must not change from one process to the next
+        detail = getattr(exc, "error_string", None) or exc
+        raise UnreadableAudioError(f"cannot decode audio ({detail})", label) from exc
     validate_samples(data.T, rate, min_duration=min_duration, path=label)
     return Audio(np.ascontiguousarray(data.T), int(rate), label if isinstance(source, (str, Path)) else name)
 

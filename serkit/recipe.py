@@ -15,6 +15,7 @@ A recipe is a YAML mapping. Every key has a default except ``features`` and ``mo
     seed: 0
     cache_dir: .cache/serkit           # null switches the feature cache off
     n_jobs: -1                         # processes for feature extraction (-1: all cores)
+    cluster: null                      # Dask scheduler address; null: SERKIT_CLUSTER or local
 
 A recipe file may extend another one: ``base: ../msir.yaml`` (a path relative to the file that
 names it) takes that recipe's mapping and merges this file's mapping into it, key by key through
@@ -48,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "cache_dir": ".cache/serkit",
     "n_jobs": -1,
+    # Where the work runs (serkit.cluster): a Dask scheduler address, "local", or null
+    # (the environment variable SERKIT_CLUSTER, else local). Never part of a result.
+    "cluster": None,
 }
 FEATURE_KEYS = {"extractor", "config", "channel"}
 DERIVED_KEYS = {"derive", "from", "config"}
@@ -217,3 +221,5 @@ def _validate(recipe: dict[str, Any]) -> None:
         raise ConfigError(f"recipe: normalisation must be global, speaker or none, got {recipe['normalisation']!r}")
     if not isinstance(recipe["seed"], int):
         raise ConfigError(f"recipe: seed must be an integer, got {recipe['seed']!r}")
+    if recipe["cluster"] is not None and not (isinstance(recipe["cluster"], str) and recipe["cluster"].strip()):
+        raise ConfigError(f"recipe: cluster must be a Dask scheduler address, a scheduler file or 'local', got {recipe['cluster']!r}")
