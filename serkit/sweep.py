@@ -135,7 +135,7 @@ class SweepReport:
 
     Attributes:
         outcomes: per selected run, in the order they were started.
-        missing: names of the sweep's runs without a complete folder.
+        missing: names of the sweep's runs without a complete folder of their own recipe.
         table: the closing Markdown table, or ``None`` while runs are missing.
         files: ``(<name>.md, <name>.json)`` written, or ``None``.
     """
@@ -317,7 +317,7 @@ def run_sweep(
             outcomes = _execute(selected, opened, progress)
     else:
         outcomes = _execute(selected, runner, progress)
-    missing = [run.name for run in sweep.runs if not (run.out_dir / "metrics.json").is_file()]
+    missing = [run.name for run in sweep.runs if not _holds_its_result(run)]
     report = SweepReport(outcomes, missing)
     if not missing:
         report.table, rows = sweep_table(sweep)
@@ -383,6 +383,14 @@ def _complete(run: SweepRun) -> bool:
     if differ:
         raise ConfigError(f"{run.out_dir} holds a run of another recipe (differs in {differ}); delete it or change the sweep's out")
     return True
+
+
+def _holds_its_result(run: SweepRun) -> bool:
+    """:func:`_complete`, with a damaged folder or another recipe's run counted as missing."""
+    try:
+        return _complete(run)
+    except ConfigError:
+        return False
 
 
 @contextmanager
