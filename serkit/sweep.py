@@ -272,7 +272,8 @@ def _baseline(path: Path, value: Any, labels: list[str], grid: Mapping[str, Any]
 def _variant_text(variant: tuple[tuple[str, Any], ...]) -> str:
     if not variant:
         return ""
-    text = ",".join(f"{key}={json.dumps(value, separators=(',', ':')).strip(chr(34))}" for key, value in variant)
+    shown = (value if isinstance(value, str) else json.dumps(value, separators=(",", ":")) for _, value in variant)
+    text = ",".join(f"{key}={value}" for (key, _), value in zip(variant, shown))
     return "-" + re.sub(r"[^A-Za-z0-9._=,+-]", "_", text)
 
 

@@ -82,3 +82,8 @@ class KillOnce(WorkerPlugin):
         os.write(fd, str(key).encode())
         os.close(fd)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def plus_total(item: int, values) -> int:
+    """A task of the cluster tests: ``item`` plus the sum of a scattered array."""
+    return int(item + values.sum())

@@ -19,6 +19,7 @@ from distributed import Client, LocalCluster
 from sweep_fixtures import (
     KillOnce,
     emodb_manifest,
+    plus_total,
     sweep_args,
     table_numbers,
     write_sweep,
@@ -183,3 +184,15 @@ def test_a_sweep_survives_a_killed_worker_with_the_undisturbed_table(client, cor
         _same_result(tmp_path / "out-a" / run.name, run.out_dir)
         assert json.loads((run.out_dir / "metrics.json").read_text())["extra"]["executor"]["kind"] == "dask"
     assert np.isclose(rows[1]["vs_baseline"]["mean_b"], rows[0]["fold_ua"]["mean"])
+
+
+def test_data_lost_with_the_only_worker_holding_it_is_scattered_again(tmp_path, caplog):
+    marker = tmp_path / "killed"
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, Client(cluster) as client, caplog.at_level("WARNING", logger="serkit.cluster"):
+        _kill_once(client, "serkit-lost-", marker)
+        values = np.arange(1000)
+        results = dict(DaskRunner(client).map(plus_total, range(3), values, name="lost", share=(0,)))
+    assert marker.exists() and results == {i: i + int(values.sum()) for i in range(3)}
+    # the array was on the killed worker only: the tasks were cancelled, the array scattered again
+    assert any("lost its data" in record.message for record in caplog.records)
