@@ -7,10 +7,18 @@ an image content type, a 20-minute FLAC of silence, NaN samples). Every run is b
 request count and wall time and only ever talks to 127.0.0.1. Good requests must all answer
 200 and malformed ones a 4xx; anything else is a failure and the script exits 1.
 
+``--memory`` measures memory instead: the service's peak resident memory (``VmHWM`` of the
+child process, Linux) after start-up and a warm-up request, then after the worst upload the
+default limits accept (150 s at 192 kHz in 8 channels, a FLAC of about 0.4 MB: a real EmoDB
+utterance at 10 s in channel 1, silence elsewhere) as one mix, then per channel, then ``--workers``
+of those at once. It prints each peak beside the figure ``docs/security.md`` gives and the
+recording's size decoded whole as float32 (879 MiB).
+
 Usage::
 
     python benchmarks/bench_service.py [--requests 48] [--levels 1 4 16] [--workers 4]
         [--emodb ../shared/corpora/emodb] [--json results/bench_service.json]
+    python benchmarks/bench_service.py --memory [--workers 4]
 """
 
 from __future__ import annotations
@@ -138,6 +146,70 @@ async def run_level(url: str, clients: int, total: int, good: bytes, bad: list |
     }
 
 
+def worst_upload(emodb: Path) -> bytes:
+    """150 s, 192 kHz, 8 channels FLAC: EmoDB 03a01Fa upsampled at 10 s in channel 1, silence elsewhere."""
+    import soxr
+
+    rate, channels = 192_000, 8
+    speech, native = sf.read(emodb / "wav" / "03a01Fa.wav", dtype="float32")
+    speech = soxr.resample(speech, native, rate, quality="VHQ")
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", rate, channels, "PCM_16", format="FLAC") as f:
+        for second in range(150):
+            block = np.zeros((rate, channels), np.float32)
+            piece = speech[(second - 10) * rate : (second - 9) * rate] if second >= 10 else speech[:0]
+            block[: len(piece), 0] = piece
+            f.write(block)
+    return buf.getvalue()
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident memory of a process so far (VmHWM), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc: --memory needs Linux")
+
+
+async def post_many(url: str, data: bytes, n: int, params: dict) -> list[int]:
+    async with httpx.AsyncClient(timeout=600) as http:
+        files = {"file": ("worst.flac", data, "audio/flac")}
+        answers = await asyncio.gather(*(http.post(f"{url}/v1/recognize", files=files, params=params) for _ in range(n)))
+    return [r.status_code for r in answers]
+
+
+def memory(args: argparse.Namespace, good: bytes) -> None:
+    """The ``--memory`` run (module docstring)."""
+    data = worst_upload(args.emodb)
+    port = free_port()
+    proc = start_server(port, args.workers)
+    url = f"http://{HOST}:{port}"
+    whole = 150 * 192_000 * 8 * 4 / 2**20
+    rows = []
+    try:
+        codes = asyncio.run(post_many(url, good, 1, {"plot": "true"}))  # warm-up: imports, plotting
+        rows.append(("start-up and one 3 s request", peak_rss_mib(proc.pid), codes, None))
+        for label, n, params, bound in (("worst upload, mix", 1, {"plot": "true"}, 25),
+                                        ("worst upload, per channel", 1, {"plot": "true", "per_channel": "true"}, 159),
+                                        (f"{args.workers} worst uploads at once, per channel", args.workers,
+                                         {"per_channel": "true"}, 610)):
+            t0 = time.perf_counter()
+            codes = asyncio.run(post_many(url, data, n, params))
+            rows.append((f"{label} ({time.perf_counter() - t0:.1f} s)", peak_rss_mib(proc.pid), codes, bound))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    base = rows[0][1]
+    print(f"\n{platform.node()}: {os.cpu_count()} CPUs, {args.workers} worker threads; upload {len(data)} bytes, "
+          f"decoded whole {whole:.0f} MiB of float32\n")
+    print("| after | peak RSS MiB | above start-up MiB | reserved from the budget, MiB (docs/security.md) | answers |")
+    print("|---|---|---|---|---|")
+    for label, peak, codes, bound in rows:
+        print(f"| {label} | {peak:.0f} | {peak - base:.0f} | {bound if bound is not None else ''} | {codes} |")
+    if any(code != 200 for _, _, codes, _ in rows for code in codes):
+        sys.exit(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=48, help="requests per run (bounded)")
@@ -145,9 +217,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="the service's recognition threads")
     parser.add_argument("--emodb", type=Path, default=REPO.parent / "shared" / "corpora" / "emodb")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--memory", action="store_true", help="peak memory for the worst accepted upload instead")
     args = parser.parse_args()
 
     good = three_second_file(args.emodb)
+    if args.memory:
+        memory(args, good)
+        return
     bad = malformed(good)
     port = free_port()
     proc = start_server(port, args.workers)

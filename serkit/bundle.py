@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 import serkit
+from serkit.adaptation import MIN_WINDOWS, Adapted, standardise
 from serkit.audio import Audio
 from serkit.derived.base import DERIVED, FittedFeature
 from serkit.errors import BundleError, ConfigError, SerkitError
@@ -139,6 +140,15 @@ class Bundle:
         """
         return self.plan.compute_one(audio, self.fitted)
 
+    def features_many(self, audios: Sequence[Audio]) -> list[dict[str, np.ndarray]]:
+        """:meth:`features` of several recordings, batched through each extractor (equal up to
+        float rounding).
+
+        Raises:
+            As :meth:`features`, for the first recording that fails.
+        """
+        return self.plan.compute_many(audios, self.fitted)
+
     def predict(self, features: Sequence[dict[str, np.ndarray]], speaker: str = "unknown") -> np.ndarray:
         """Class probabilities ``(len(features), K)`` from :meth:`features` of recordings of one speaker.
 
@@ -150,13 +160,34 @@ class Bundle:
         Raises:
             ConfigError: speaker normalisation with too few recordings.
         """
-        speakers = np.array([speaker] * len(features))
-        inputs = {}
+        return self.predict_adapted(features, [speaker] * len(features))[0]
+
+    def predict_adapted(
+        self,
+        features: Sequence[dict[str, np.ndarray]],
+        groups: Sequence[str],
+        adapt: str = "none",
+        min_windows: int = MIN_WINDOWS,
+    ) -> tuple[np.ndarray, Adapted]:
+        """Class probabilities ``(len(features), K)`` with the standardisation adapted to the
+        batch (``adapt``: :mod:`serkit.adaptation`), and what adaptation did.
+
+        Args:
+            features: :meth:`features` of each window.
+            groups: speaker (or channel) of each window.
+            adapt: ``"none"``, ``"batch"`` or ``"speaker"``.
+            min_windows: fewest windows a group needs for its own statistics.
+
+        Raises:
+            ConfigError: bad ``adapt``/``min_windows``; speaker normalisation with too few windows.
+        """
+        raw = {}
         for key, spec in self.plan.specs.items():
             per_utt = [f[key] for f in features]
-            data = np.stack(per_utt) if spec.level == "utterance" else per_utt
-            inputs[key] = self.normalisers[key].transform(data, speakers)
-        return self.model.predict_proba(inputs)
+            raw[key] = np.stack(per_utt) if spec.level == "utterance" else per_utt
+        adapted = standardise(self.normalisers, raw, groups, adapt, min_windows=min_windows,
+                              predict=self.model.predict_proba, labels=self.labels)  # fmt: skip
+        return self.model.predict_proba(adapted.inputs), adapted
 
     @property
     def per_speaker(self) -> bool:

@@ -5,24 +5,30 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
-from serkit.errors import SerkitError
+from serkit.errors import ConfigError, SerkitError
 
 app = typer.Typer(help="serkit: speech emotion recognition, evaluated speaker-independently.", no_args_is_help=True)
 corpus_app = typer.Typer(help="Inspect corpora.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 console = Console(stderr=True)
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)  # results print as they are: [brackets] kept
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML (see recipes/).", exists=True, dir_okay=False)]
-CorpusOpt = Annotated[Optional[str], typer.Option("--corpus", help="Corpus adapter name, replaces the recipe's.")]
-RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Corpus root folder.")]
+CorpusOpt = Annotated[
+    Optional[str],
+    typer.Option("--corpus", help="Corpus adapter name, replaces the recipe's; several, comma-separated, are pooled."),
+]
+RootOpt = Annotated[
+    Optional[list[Path]], typer.Option("--root", help="Corpus root folder; repeat it, one per pooled corpus, in order.")
+]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: dotted.key=value (YAML).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -42,7 +48,8 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    """Print ``error: <message>`` (in the command line's words where the error has them) and exit 2."""
+    console.print(f"[bold red]error:[/] {escape(getattr(exc, 'cli_message', None) or str(exc))}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -63,11 +70,11 @@ def experiment(
 ) -> None:
     """Evaluate a recipe on its protocol's folds and write a report folder."""
     from serkit.experiment import run_experiment
-    from serkit.recipe import load_recipe
+    from serkit.recipe import corpus_title, load_recipe
 
     _setup_logging(quiet)
     try:
-        resolved = load_recipe(recipe, corpus=corpus, root=root, overrides=set_ or ())
+        resolved = load_recipe(recipe, corpus=corpus, root=root or None, overrides=set_ or ())
         if cluster is not None:
             resolved["cluster"] = cluster
         run_dir = run_experiment(resolved, out_dir, progress=not quiet, overwrite=overwrite, resume=resume)
@@ -76,7 +83,7 @@ def experiment(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     fm = metrics["fold_mean"]
     out.print(
-        f"{resolved['name']} on {resolved['corpus']['name']} ({metrics['protocol']['name']}, "
+        f"{resolved['name']} on {corpus_title(resolved)} ({metrics['protocol']['name']}, "
         f"{resolved['normalisation']} normalisation): UA {metrics['ua']:.3f}  WA {metrics['wa']:.3f}  "
         f"macro-F1 {metrics['macro_f1']:.3f}  (fold mean UA {fm['mean']['ua']:.3f} ± {fm['std']['ua']:.3f})"
     )
@@ -99,52 +106,54 @@ def train(
 
     _setup_logging(quiet)
     try:
-        resolved = load_recipe(recipe, corpus=corpus, root=root, overrides=set_ or ())
+        resolved = load_recipe(recipe, corpus=corpus, root=root or None, overrides=set_ or ())
         bundle_dir = train_bundle(resolved, out_dir, progress=not quiet, overwrite=overwrite)
     except SerkitError as exc:
         _fail(exc)
     out.print(f"model bundle: {bundle_dir}")
 
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
-
-
-def _audio_files(paths: list[Path]) -> list[Path]:
-    """Files as given; folders expanded to the audio files below them (sorted, recursive)."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES))
-        else:
-            found.append(path)
-    return found
-
-
-def _inference_config(window: float, hop: float, per_channel: bool, no_vad: bool):
+def _inference_config(window: float, hop: float, per_channel: bool, no_vad: bool, **more: Any):
     from serkit.inference import InferenceConfig
 
-    return InferenceConfig(window=window, hop=hop, per_channel=per_channel, vad=not no_vad)
+    return InferenceConfig(window=window, hop=hop, per_channel=per_channel, vad=not no_vad, **more)
 
 
 WindowOpt = Annotated[float, typer.Option("--window", help="Longest stretch of speech labelled at once, seconds.")]
 HopOpt = Annotated[float, typer.Option("--hop", help="Step between windows over longer speech, seconds.")]
 PerChannelOpt = Annotated[bool, typer.Option("--per-channel", help="Analyse each channel on its own (stereo: left, right).")]
 NoVadOpt = Annotated[bool, typer.Option("--no-vad", help="Treat the whole recording as speech (no voice activity detection).")]
+MinConfidenceOpt = Annotated[float, typer.Option(
+    "--min-confidence", help="Label windows whose highest probability is below this 'uncertain' (0: never).")]
+AdaptOpt = Annotated[str, typer.Option(
+    "--adapt", help="Standardise features with the training statistics (none), those of all windows of the call "
+    "(batch), or per speaker (speaker: --speakers, else per channel).")]
+MinBatchOpt = Annotated[int, typer.Option("--min-batch", help="Fewest windows a batch or speaker needs to adapt on.")]
 
 
 @app.command()
 def predict(
     files: Annotated[
         list[Path],
-        typer.Argument(help="[MODEL_DIR] then audio files or folders of them (WAV, FLAC, OGG, …).", metavar="[MODEL_DIR] FILE..."),
+        typer.Argument(help="[MODEL_DIR] then audio files or folders of them (WAV, FLAC, OGG, …).", metavar="[MODEL_DIR] FILE...",
+                       readable=False),
     ],
     model_dir: Annotated[Optional[Path], typer.Option("--model", help="Model bundle folder (default: the shipped model).")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write <name>.csv, <name>.json and <name>.png per file here.")] = None,
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="Write <name>.csv, <name>.json and <name>.png per file here; names keep the path below "
+                                   "the folder the inputs share (a/x.wav and b/x.wav give a/x.* and b/x.*)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     window: WindowOpt = 3.0,
     hop: HopOpt = 1.5,
     per_channel: PerChannelOpt = False,
     no_vad: NoVadOpt = False,
+    min_confidence: MinConfidenceOpt = 0.0,
+    adapt: AdaptOpt = "none",
+    min_batch: MinBatchOpt = 20,
+    speakers_csv: Annotated[Optional[Path], typer.Option(
+        "--speakers", help="CSV with columns path and speaker: the groups of --adapt speaker.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Emotion timelines of recordings of any length. Bad files are reported and skipped (exit code 1).
@@ -152,39 +161,40 @@ def predict(
     The model is ``--model DIR``, or a first argument that is a model bundle folder (it holds
     ``bundle.json``), or else the model shipped with serkit. Speech is found with voice activity detection and labelled in windows; the overall label is
     the duration-weighted mean over the speech. A bundle trained with speaker normalisation
-    standardises the windows of each channel of a recording together.
+    standardises the windows of each channel of a recording together. An output that cannot
+    be written (not a folder, no permission, disk full) stops the batch (exit code 2); each
+    file's CSV, JSON and PNG are written together or not at all.
     """
     from rich.progress import Progress
 
-    from serkit.audio import load_audio
+    from serkit.batch import audio_files, label_files
     from serkit.inference import Recognizer
 
     _setup_logging(True)
     if model_dir is None and len(files) > 1 and (files[0] / "bundle.json").is_file():
         model_dir, files = files[0], files[1:]
     try:
-        recognizer = Recognizer(model_dir, _inference_config(window, hop, per_channel, no_vad))
+        config = _inference_config(window, hop, per_channel, no_vad, min_confidence=min_confidence,
+                                   adapt=adapt, min_batch=min_batch)  # fmt: skip
+        recognizer = Recognizer(model_dir, config)
+        paths, errors = audio_files(files)
+        speaker_of = _speaker_table(speakers_csv, [path for path, _ in paths]) if speakers_csv is not None else None
     except SerkitError as exc:
         _fail(exc)
-    paths = _audio_files(files)
-    results: list[dict] = []
-    errors: dict[Path, str] = {}
     with Progress(console=console, transient=True, disable=quiet or len(paths) < 2) as progress:
-        task = progress.add_task("recognising", total=len(paths))
-        for path in paths:
-            try:
-                audio = load_audio(path)
-                timeline = recognizer.recognize(audio)
-                if out_dir is not None:
-                    timeline.write(out_dir, path.stem, audio)
-                results.append({**timeline.to_dict(), "file": str(path)})
-            except SerkitError as exc:
-                errors[path] = getattr(exc, "problem", str(exc))
-            progress.advance(task)
+        task = progress.add_task("reading" if adapt != "none" else "recognising", total=len(paths))
+        try:
+            results, failed, notes = label_files(recognizer, paths, out_dir, speakers=speaker_of,
+                                                 advance=lambda: progress.advance(task))
+        except SerkitError as exc:
+            _fail(exc)
+    errors.update(failed)
+    for note in notes:
+        console.print(f"[yellow]adaptation[/] {escape(note)}", soft_wrap=True)
     labels = recognizer.labels
     if as_json:
         rows = results + [{"file": str(path), "error": message} for path, message in errors.items()]
-        out.print(json.dumps(rows, indent=2))
+        out.print(json.dumps(rows, indent=2, allow_nan=False))
     else:
         table = Table("file", "channel", "speech s", "segments", "label", *labels)
         for row in results:
@@ -198,11 +208,33 @@ def predict(
         if table.row_count:
             out.print(table)
         for path, message in errors.items():
-            console.print(f"[red]skipped[/] {path}: {message}")
+            console.print(f"[red]skipped[/] {escape(str(path))}: {escape(message)}", soft_wrap=True)
         if out_dir is not None and results:
             out.print(f"timelines: {out_dir}")
     if errors:
         raise typer.Exit(1)
+
+
+def _speaker_table(csv: Path, paths: list[Path]) -> dict[Path, str]:
+    """``{audio path: speaker}`` from a CSV with columns ``path`` and ``speaker`` (paths
+    relative to the CSV's folder or absolute).
+
+    Raises:
+        ConfigError: unreadable CSV, missing columns, or an audio file it does not list.
+    """
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(csv, dtype=str)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{csv}: cannot read the speaker table ({exc})") from None
+    if not {"path", "speaker"} <= set(table.columns):
+        raise ConfigError(f"{csv}: needs columns path and speaker, has {', '.join(table.columns)}")
+    known = {(csv.parent / p).resolve(): str(s) for p, s in zip(table["path"], table["speaker"])}
+    missing = [p for p in paths if p.resolve() not in known]
+    if missing:
+        raise ConfigError(f"{csv}: no speaker for {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    return {p: known[p.resolve()] for p in paths}
 
 
 @app.command()
@@ -213,10 +245,19 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest accepted upload in MiB.")] = 20.0,
     max_duration: Annotated[float, typer.Option("--max-duration", help="Longest accepted recording in seconds.")] = 600.0,
     workers: Annotated[int, typer.Option("--workers", help="Recognitions running at once (threads).")] = 4,
+    token: Annotated[
+        Optional[str],
+        typer.Option("--token", envvar="SERKIT_TOKEN", show_envvar=True,
+                     help="Require 'Authorization: Bearer TOKEN' on the API (prefer the environment variable: "
+                          "a command line is visible to other users)."),
+    ] = None,
     window: WindowOpt = 3.0,
     hop: HopOpt = 1.5,
 ) -> None:
-    """Serve the HTTP API (POST /v1/recognize, GET /healthz, /docs) and the web page at /."""
+    """Serve the HTTP API (POST /v1/recognize, GET /healthz, /docs) and the web page at /.
+
+    Limits, memory and running behind a reverse proxy: docs/security.md.
+    """
     try:
         from serkit.service import ServiceLimits
         from serkit.service import serve as run_service
@@ -226,20 +267,22 @@ def serve(
     try:
         limits = ServiceLimits(int(max_upload_mb * 1024 * 1024), max_duration, workers)
         config = _inference_config(window, hop, False, False)
-        console.print(f"serkit: serving on http://{host}:{port}/ (API docs at /docs)")
-        run_service(model_dir, host=host, port=port, limits=limits, config=config)
+        _setup_logging(False)  # the service warns through logging on a non-loopback bind without a token
+        console.print(f"serkit: serving on http://{escape(host)}:{port}/ (API docs at /docs)")
+        run_service(model_dir, host=host, port=port, limits=limits, config=config, token=token)
     except SerkitError as exc:
         _fail(exc)
 
 
 @app.command()
 def export(
-    model_dir: Annotated[Path, typer.Argument(help="Model bundle folder of a neural model.")],
+    model_dir: Annotated[Path, typer.Argument(help="Model bundle folder of a neural or linear model.")],
     onnx: Annotated[bool, typer.Option("--onnx", help="Export the network to ONNX (the only format so far).")] = False,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default MODEL_DIR/model.onnx).")] = None,
     exporter: Annotated[str, typer.Option("--exporter", help="auto (torch.export, else TorchScript), dynamo or torchscript.")] = "auto",
 ) -> None:
-    """Export a neural model bundle's network to ONNX and check it against PyTorch with onnxruntime."""
+    """Export a bundle to ONNX and check it against PyTorch with onnxruntime: a neural model's network, or a
+    linear model with its standardisation and temperature (and, for Whisper statistics, the encoder blocks)."""
     from serkit.export import export_onnx
 
     if not onnx:

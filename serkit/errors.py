@@ -35,6 +35,10 @@ class TooShortAudioError(AudioError):
     """The recording is shorter than the minimum duration asked for."""
 
 
+class TooLongAudioError(AudioError):
+    """The recording is longer than a limit (a service's, or a decoder's ``max_frames``)."""
+
+
 class NonFiniteAudioError(AudioError):
     """The samples contain NaN or ±Inf."""
 
@@ -57,6 +61,23 @@ class UnknownLabelError(CorpusError):
 
 class ConfigError(SerkitError, ValueError):
     """A recipe, extractor or model configuration is invalid."""
+
+
+class OutputExistsError(ConfigError):
+    """An output folder already holds results and replacing them was not asked for.
+
+    ``cli_message`` says the same in the command line's words (``--overwrite``).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        text = f"output folder {self.path} already exists and is not empty"
+        self.cli_message = f"{text}; add --overwrite to replace it"
+        super().__init__(f"{text}; pass overwrite=True to replace it")
+
+
+class OutputError(SerkitError, OSError):
+    """An output cannot be written: no permission, not a folder, disk full, or another run holds it."""
 
 
 class FeatureError(SerkitError, ValueError):

@@ -27,7 +27,7 @@ import time
 import zipfile
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +35,23 @@ import numpy as np
 import pandas as pd
 
 import serkit
+from serkit.adaptation import standardise
 from serkit.bundle import save_bundle
 from serkit.cluster import open_runner
 from serkit.corpora import get_corpus
+from serkit.corpora.pool import load_pooled
+from serkit.corpora.vocabulary import select_labels
+from serkit.derived.base import FittedFeature
 from serkit.errors import ConfigError
 from serkit.evaluation.protocols import Fold, make_folds
 from serkit.evaluation.report import plain_data, write_run
-from serkit.derived.base import FittedFeature
 from serkit.features.data import FeatureData, Inputs, take_rows
 from serkit.features.normalise import Normaliser, fit_normaliser
-from serkit.io import atomic_write_bytes, check_output_dir
+from serkit.io import atomic_write_bytes, check_output_dir, output_lock
 from serkit.models.base import get_model
 from serkit.pipeline import FeaturePlan
+from serkit.recipe import corpus_title
+from serkit.trimming import trim_encoder_layers
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +61,13 @@ class Dataset:
     """A corpus table and its features, restricted to the utterances every feature could use.
 
     Attributes:
-        table: corpus table (columns of :data:`serkit.corpora.base.COLUMNS`), row ``i`` is
-            utterance ``i`` of every feature.
+        table: corpus table (columns of :data:`serkit.corpora.base.COLUMNS`, and ``corpus`` when
+            the recipe pools ``corpora``), row ``i`` is utterance ``i`` of every feature.
         plan: the recipe's feature graph (:class:`~serkit.pipeline.FeaturePlan`).
         features: the plan's stored features (``(n, dims)`` matrix or list of ``(frames, dims)``
             arrays per key), in table order; fitted derived features are made per fold from them.
-        labels: the class order (the corpus's label set, restricted to labels present).
+        labels: the class order (the recipe's ``labels``, else the corpus's label set, in
+            vocabulary order when pooled), restricted to labels present.
         y: ``(n,)`` int class index of every row.
         failures: ``{"utterance_id", "path", "feature", "error"}`` records of dropped utterances.
     """
@@ -89,20 +95,27 @@ class Dataset:
 
 
 def prepare_dataset(recipe: dict[str, Any], *, progress: bool = True, runner: Any = None) -> Dataset:
-    """Load the recipe's corpus and compute the features that do not depend on a fold.
+    """Load the recipe's corpus (or pool its ``corpora``), keep the classes of its ``labels``, and
+    compute the features that do not depend on a fold.
 
     Extractors and fixed derived features run here (cached when ``cache_dir`` is set), or as the
     tasks of ``runner`` (:class:`serkit.cluster.DaskRunner`) when one is given; utterances any of
     them could not process are dropped and listed in ``failures``.
 
     Raises:
-        ConfigError, CorpusError: bad recipe or corpus folder.
+        ConfigError, CorpusError: bad recipe, ``labels`` or corpus folder.
         FeatureError: every utterance failed.
     """
-    corpus_spec = recipe["corpus"]
     plan = FeaturePlan(recipe["features"])
-    adapter = get_corpus(corpus_spec["name"])
-    table = adapter.load(corpus_spec["root"], **(corpus_spec.get("options") or {}))
+    if recipe.get("corpora") is not None:
+        table, order = load_pooled(recipe["corpora"])
+    else:
+        corpus_spec = recipe["corpus"]
+        adapter = get_corpus(corpus_spec["name"])
+        table = adapter.load(corpus_spec["root"], **(corpus_spec.get("options") or {}))
+        order = list(adapter.labels)
+    if recipe.get("labels") is not None:
+        table, order = select_labels(table, recipe["labels"])
     done = plan.materialise(
         table, cache_dir=recipe.get("cache_dir"), n_jobs=recipe.get("n_jobs", -1), progress=progress, runner=runner
     )
@@ -111,7 +124,7 @@ def prepare_dataset(recipe: dict[str, Any], *, progress: bool = True, runner: An
                  "error": f["error"]} for f in done.failures]  # fmt: skip
     table = table.set_index("utterance_id").loc[done.ids].reset_index()
     present = set(table["label"])
-    labels = [lab for lab in adapter.labels if lab in present] or sorted(present)
+    labels = [lab for lab in order if lab in present] or sorted(present)
     y = table["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy(dtype=int)
     return Dataset(table, plan, done.features, labels, y, failures)
 
@@ -130,8 +143,9 @@ def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndar
     """Fit on ``fold.train`` and return test probabilities ``(n_test, K)`` and the fit info.
 
     Fitted derived features learn from the training rows only. Normalisation statistics come
-    from the training rows (``global``) or from each speaker's own rows (``speaker``); test
-    labels are never used. A validation split of the protocol (``fold.valid``, training speakers
+    from the training rows (``global``) or from each speaker's own rows (``speaker``); with
+    ``adapt`` the test rows are standardised with their own statistics instead
+    (:mod:`serkit.adaptation`); test labels are never used. A validation split of the protocol (``fold.valid``, training speakers
     only) goes to the model for early stopping.
     """
     speakers = data.speakers
@@ -140,7 +154,10 @@ def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndar
             (("train", fold.train), ("test", fold.test))}  # fmt: skip
     normalisers = fit_normalisers(recipe["normalisation"], rows["train"], speakers[fold.train])
     x_train = normalise(normalisers, rows["train"], speakers[fold.train])
-    x_test = normalise(normalisers, rows["test"], speakers[fold.test])
+    if recipe.get("adapt", "none") == "none":
+        x_test = normalise(normalisers, rows["test"], speakers[fold.test])
+    else:  # the test rows' own statistics (the whole fold, or each speaker), never their labels
+        x_test = standardise(normalisers, rows["test"], speakers[fold.test], recipe["adapt"], min_windows=2).inputs
     valid = None
     if fold.valid is not None:
         x_valid = {key: take_rows(x, fold.valid) for key, x in inputs.items()}
@@ -242,22 +259,9 @@ def _fit_folds(recipe: dict[str, Any], data: Dataset, folds: list[Fold], runner:
         for fold in folds:
             yield fold, _timed_fold(recipe, data, fold)
         return
-    name = f"fold-{recipe['name']}-{recipe['corpus']['name']}-s{recipe['seed']}"
+    name = f"fold-{recipe['name']}-{corpus_title(recipe)}-s{recipe['seed']}"
     for i, result in runner.map(_fold_task, folds, recipe, data, name=name, share=(1,)):
         yield folds[i], result
-
-
-def _timed_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> FoldResult:
-    wall, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-    proba, info = run_fold(recipe, data, fold)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cost = {
-        "wall_s": round(time.perf_counter() - wall, 2),
-        "user_cpu_s": round(usage.ru_utime - before.ru_utime, 2),
-        "sys_cpu_s": round(usage.ru_stime - before.ru_stime, 2),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
-    }
-    return FoldResult(proba, info, cost)
 
 
 def _evaluate(
@@ -278,10 +282,23 @@ def _evaluate(
     return results, resumed
 
 
+def _timed_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> FoldResult:
+    wall, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    proba, info = run_fold(recipe, data, fold)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cost = {
+        "wall_s": round(time.perf_counter() - wall, 2),
+        "user_cpu_s": round(usage.ru_utime - before.ru_utime, 2),
+        "sys_cpu_s": round(usage.ru_stime - before.ru_stime, 2),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
+    }
+    return FoldResult(proba, info, cost)
+
+
 def default_run_dir(recipe: dict[str, Any], base: str | Path = "results") -> Path:
-    """``results/<name>-<corpus>-<UTC time>``."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return Path(base) / f"{recipe['name']}-{recipe['corpus']['name']}-{stamp}"
+    """``results/<name>-<corpus>-<UTC time>`` (pooled corpora: ``<corpus>+<corpus>...``)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Path(base) / f"{recipe['name']}-{corpus_title(recipe)}-{stamp}"
 
 
 def run_experiment(
@@ -322,9 +339,20 @@ def run_experiment(
             ``resume`` and ``overwrite`` are false (``overwrite`` alone discards them); a kept fold
             comes from another recipe or other folds.
         CorpusError, FeatureError: bad corpus or features. Nothing but fold checkpoints is written.
+        OutputError: another run is writing ``out_dir`` (it holds ``<out_dir>.lock``), or the
+            results cannot be written (no permission, disk full).
     """
     out_dir = Path(out_dir) if out_dir is not None else default_run_dir(recipe)
     check_output_dir(out_dir, overwrite=overwrite)
+    with output_lock(out_dir), open_runner(recipe) if runner is None else nullcontext(runner) as active:
+        return _run_experiment(recipe, out_dir, progress=progress, overwrite=overwrite, resume=resume, runner=active,
+                               dataset=dataset)  # fmt: skip
+
+
+def _run_experiment(
+    recipe: dict[str, Any], out_dir: Path, *, progress: bool, overwrite: bool, resume: bool, runner: Any,
+    dataset: Dataset | None,
+) -> Path:  # fmt: skip
     checkpoints = FoldCheckpoints(out_dir, recipe)
     kept = checkpoints.finished()
     if kept and not resume:
@@ -336,14 +364,12 @@ def run_experiment(
         log.warning("discarding the folds of an interrupted run in %s (overwrite)", checkpoints.dir)
         checkpoints.clear()
     started = time.perf_counter()
-    with open_runner(recipe) if runner is None else nullcontext(runner) as active:
-        data = dataset if dataset is not None else prepare_dataset(recipe, progress=progress, runner=active)
-        extraction_s = time.perf_counter() - started
-        protocol = make_folds(data.table, recipe["protocol"])
-        results, resumed = _evaluate(recipe, data, protocol.folds, checkpoints, resume, active)
-        executor = None if active is None else active.describe()
-        if dataset is None and active is not None:
-            active.release(data)
+    data = dataset if dataset is not None else prepare_dataset(recipe, progress=progress, runner=runner)
+    extraction_s = time.perf_counter() - started
+    protocol = make_folds(data.table, recipe["protocol"])
+    results, resumed = _evaluate(recipe, data, protocol.folds, checkpoints, resume, runner)
+    if dataset is None and runner is not None:
+        runner.release(data)
     frames = []
     fit_info, fold_cost = {}, {}
     for fold in protocol.folds:
@@ -359,6 +385,8 @@ def run_experiment(
                 "predicted": [data.labels[k] for k in proba.argmax(axis=1)],
             }
         )
+        if "corpus" in rows.columns:
+            frame["corpus"] = rows["corpus"].to_numpy()
         for k, lab in enumerate(data.labels):
             frame[f"p_{lab}"] = proba[:, k]
         frames.append(frame)
@@ -366,6 +394,7 @@ def run_experiment(
         fold_cost[fold.name] = result.cost
     described = protocol.describe()
     described["normalisation"] = recipe["normalisation"]
+    described["adapt"] = recipe.get("adapt", "none")
     extra = {
         "failures": data.failures,
         "fit": fit_info,
@@ -378,8 +407,8 @@ def run_experiment(
             "total": round(time.perf_counter() - started + sum(fold_cost[name]["wall_s"] for name in resumed), 2),
         },
     }
-    if executor is not None:
-        extra["executor"] = executor
+    if runner is not None:
+        extra["executor"] = runner.describe()
     run_dir = write_run(
         out_dir,
         # where it ran is not part of the experiment: config.yaml re-runs it anywhere
@@ -408,7 +437,18 @@ def train_bundle(
 
     Returns:
         The bundle folder (see :mod:`serkit.bundle`), written atomically.
+
+    Raises:
+        ClusterError: the recipe's cluster cannot be reached or has no workers.
+        OutputExistsError: ``out_dir`` is not empty and ``overwrite`` is false (checked first).
+        OutputError: another run is writing ``out_dir``, or the bundle cannot be written.
     """
+    check_output_dir(out_dir, overwrite=overwrite)
+    with output_lock(out_dir):
+        return _train_bundle(recipe, out_dir, progress=progress, overwrite=overwrite)
+
+
+def _train_bundle(recipe: dict[str, Any], out_dir: str | Path, *, progress: bool, overwrite: bool) -> Path:
     with open_runner(recipe) as runner:
         data = prepare_dataset(recipe, progress=progress, runner=runner)
     speakers = data.speakers
@@ -420,17 +460,21 @@ def train_bundle(
         layouts=data.plan.layouts,
     )  # fmt: skip
     trained_on = {
-        "corpus": recipe["corpus"]["name"],
-        "n_utterances": int(len(data.table)),
+        "corpus": corpus_title(recipe),
+        "n_utterances": len(data.table),
+        **({"per_corpus": data.table["corpus"].value_counts().sort_index().to_dict()} if "corpus" in data.table else {}),
         "speakers": sorted(set(speakers.tolist())),
         "failures": data.failures,
         "fit": model.fit_info(),
     }
+    plan, normalisers, top = trim_encoder_layers(data.plan, normalisers, model)
+    if top is not None:
+        trained_on["encoder_layers"] = f"0..{top}: the blocks after layer {top} are not run (serkit.trimming)"
     return save_bundle(
         out_dir,
-        recipe=recipe,
+        recipe={**recipe, "features": plan.recipe},
         labels=data.labels,
-        plan=data.plan,
+        plan=plan,
         fitted=fitted,
         normalisers=normalisers,
         model=model,

@@ -1,6 +1,7 @@
-"""Export a neural model bundle's network to ONNX (``serkit export MODEL_DIR --onnx``).
+"""Export a model bundle to ONNX (``serkit export MODEL_DIR --onnx``).
 
-Works for any :class:`~serkit.models.network.TorchSERModel`: its module takes the batch dict
+Linear models (``linear_svm``, ``logistic_regression``) are exported by
+:mod:`serkit.export_linear`, Whisper blocks and pooling included. Neural models: works for any :class:`~serkit.models.network.TorchSERModel`: its module takes the batch dict
 that :meth:`~serkit.models.network.TorchSERModel.make_batch` builds (``(B, dims)`` utterance
 features, ``(B, T, dims)`` frame features with ``<key>_lengths`` ``(B,)`` int64) and returns logits.
 The exported graph takes those tensors as named inputs, in the order ``make_batch`` produces
@@ -25,6 +26,7 @@ import numpy as np
 
 from serkit.bundle import load_bundle
 from serkit.errors import BundleError
+from serkit.export_linear import LINEAR_MODELS, linear_graph
 from serkit.io import atomic_write_bytes
 
 OUTPUT = "probabilities"
@@ -69,20 +71,23 @@ def export_onnx(
             exceeds ``tolerance`` (the file is then not written), or ``exporter`` is unknown.
     """
     import onnx
-    import onnxruntime as ort
     import torch
     from torch import nn
 
     from serkit.models.network import TorchSERModel
+    from serkit.onnx_runtime import import_onnxruntime
 
+    ort = import_onnxruntime()
     if exporter not in EXPORTERS:
         raise BundleError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     bundle = load_bundle(model_dir)
     model = bundle.model
+    if bundle.meta["model"]["name"] in LINEAR_MODELS:
+        return _export_linear(bundle, Path(out_file or Path(model_dir) / "model.onnx"), exporter, tolerance)
     if not isinstance(model, TorchSERModel):
         raise BundleError(
-            f"{model_dir}: ONNX export is for neural models (TorchSERModel); "
-            f"{bundle.meta['model']['name']!r} is not one"
+            f"{model_dir}: ONNX export is for neural models (TorchSERModel) and linear models "
+            f"({', '.join(LINEAR_MODELS)}); {bundle.meta['model']['name']!r} is neither"
         )
     levels = {key: spec.level for key, spec in bundle.plan.specs.items()}
     rng = np.random.default_rng(0)
@@ -151,3 +156,55 @@ def export_onnx(
         raise BundleError(f"{model_dir}: ONNX output differs from PyTorch by {diff:.3g} (> {tolerance:g}); not written")
     atomic_write_bytes(target, data)
     return {"path": str(target), "inputs": names, "labels": list(model.labels_), "exporter": used, "max_abs_diff": diff}
+
+
+def _export_linear(bundle: Any, target: Path, exporter: str, tolerance: float) -> dict[str, Any]:
+    """:func:`export_onnx` of a linear-model bundle (:mod:`serkit.export_linear`)."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    module, args, axes, name = linear_graph(bundle)
+    tries = {"auto": (False, True), "dynamo": (True,), "torchscript": (False,)}[exporter]
+    used, errors = None, []
+    with tempfile.TemporaryDirectory() as scratch:
+        raw = Path(scratch) / "model.onnx"
+        for dynamo in tries:
+            kwargs: dict[str, Any] = {"input_names": [name], "output_names": [OUTPUT], "dynamo": dynamo}
+            if dynamo:
+                dims = {i: torch.export.Dim(label, min=2 if label == "frames" else 1) for i, label in axes[name].items()}
+                kwargs["dynamic_shapes"] = {"x" if name == "features" else "mel": dims}
+            else:
+                kwargs["dynamic_axes"] = {name: axes[name], OUTPUT: {0: "batch"}}
+            try:
+                with torch.no_grad():
+                    torch.onnx.export(module, args, str(raw), **kwargs)
+                used = "dynamo" if dynamo else "torchscript"
+                break
+            except Exception as exc:  # noqa: BLE001 - any exporter failure: try the other, then report both
+                errors.append(f"{'dynamo' if dynamo else 'torchscript'}: {type(exc).__name__}: {exc}")
+        if used is None:
+            raise BundleError(f"{bundle.path}: ONNX export failed ({'; '.join(errors)})")
+        proto = onnx.load(str(raw))
+    meta = {
+        "serkit_labels": json.dumps(bundle.labels),
+        "serkit_features": json.dumps(bundle.meta["features"]),
+        "serkit_input": name,
+    }
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    data = proto.SerializeToString()
+    # Parity on an input of another size than the one traced.
+    rng = np.random.default_rng(1)
+    shape = (1, args[0].shape[1], 437) if name == "log_mel" else (3, args[0].shape[1])
+    check = rng.standard_normal(shape).astype(np.float32) * (0.5 if name == "log_mel" else 1.0)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT], {name: check})[0]
+    with torch.no_grad():
+        want = module(torch.from_numpy(check)).numpy()
+    diff = float(np.max(np.abs(got - want)))
+    if not diff <= tolerance:
+        raise BundleError(f"{bundle.path}: ONNX output differs from PyTorch by {diff:.3g} (> {tolerance:g}); not written")
+    atomic_write_bytes(target, data)
+    return {"path": str(target), "inputs": [name], "labels": list(bundle.labels), "exporter": used, "max_abs_diff": diff}

@@ -31,32 +31,30 @@ CSV, JSON and a PNG plot (matplotlib, Agg backend).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from serkit.audio import Audio, load_audio
+from serkit.adaptation import MIN_WINDOWS, check_adapt
+from serkit.audio import Audio, AudioHeader, Source, audio_header, decode_audio
 from serkit.bundle import Bundle, load_bundle
-from serkit.errors import BundleError, ConfigError
-from serkit.io import atomic_write_bytes, atomic_write_text
+from serkit.errors import ConfigError
+from serkit.io import atomic_write_set, output_error
+from serkit.vad import VAD_RATE, SileroVAD, shared_vad  # noqa: F401 - SileroVAD is part of this module's API
 
 #: The bundle shipped inside the package (built by ``scripts/build_default_model.py``).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
 
-#: Silero VAD weights inside the ``silero-vad`` package (pinned 6.2.3) and their SHA-256.
-VAD_PACKAGE = "silero_vad.data"
-VAD_FILE = "silero_vad_16k_sequence.onnx"
-VAD_SHA256 = "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85"
-VAD_RATE = 16000
+#: Windows whose audio is held at once before their features are computed (in batches).
+WINDOW_CHUNK = 64
+#: The label of a window, piece or recording whose highest probability is below ``min_confidence``.
+UNCERTAIN = "uncertain"
 
 
 @dataclass(frozen=True)
@@ -74,6 +72,12 @@ class InferenceConfig:
         speech_pad: padding added on both sides of a segment.
         per_channel: analyse each channel on its own instead of the down-mix.
         merge: merge adjacent same-label pieces of one speech segment.
+        min_confidence: a window, timeline piece or overall result whose highest probability
+            is below this is labelled :data:`UNCERTAIN` instead of a class (0: always a class).
+        adapt: standardisation of the windows (:mod:`serkit.adaptation`): ``"none"`` (training
+            statistics), ``"batch"`` (statistics of all windows of one call) or ``"speaker"``
+            (per channel, or per speaker group given to :meth:`Recognizer.recognize_many`).
+        min_batch: fewest windows a batch or group needs to adapt on.
     """
 
     window: float = 3.0
@@ -85,6 +89,9 @@ class InferenceConfig:
     speech_pad: float = 0.1
     per_channel: bool = False
     merge: bool = True
+    min_confidence: float = 0.0
+    adapt: str = "none"
+    min_batch: int = MIN_WINDOWS
 
     def __post_init__(self) -> None:
         for name in ("window", "hop", "vad_threshold", "min_speech", "min_silence", "speech_pad"):
@@ -97,83 +104,10 @@ class InferenceConfig:
             raise ConfigError(f"inference: vad_threshold must lie in (0, 1), got {self.vad_threshold}")
         if min(self.min_speech, self.min_silence, self.speech_pad) < 0:
             raise ConfigError("inference: min_speech, min_silence and speech_pad must be >= 0")
-
-
-# --------------------------------------------------------------------------- voice activity
-
-
-class SileroVAD:
-    """Silero VAD from the installed ``silero-vad`` package, run with onnxruntime.
-
-    The ONNX session is created once and shared: :meth:`speech_segments` keeps its recurrent
-    state in local variables, so concurrent calls from several threads are safe. Nothing is
-    downloaded; the weight file's SHA-256 is checked against :data:`VAD_SHA256`.
-
-    Raises:
-        BundleError: the package is missing or its weight file differs from the pinned one.
-    """
-
-    def __init__(self) -> None:
-        try:
-            from silero_vad.sequence_vad import SileroVADSequence
-        except ImportError as exc:
-            raise BundleError("voice activity detection needs the silero-vad package (pip install silero-vad==6.2.3)") from exc
-        path = Path(str(resources.files(VAD_PACKAGE).joinpath(VAD_FILE)))
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != VAD_SHA256:
-            raise BundleError(f"{path}: SHA-256 {digest} is not the pinned silero-vad 6.2.3 model {VAD_SHA256}")
-        self.path = path
-        self._model = SileroVADSequence(str(path), sampling_rate=VAD_RATE)
-
-    def speech_probabilities(self, mono: Audio) -> np.ndarray:
-        """Speech probability of every 32 ms frame (512 samples at 16 kHz), float32 ``(frames,)``.
-
-        Args:
-            mono: ``(1, n)`` recording at 16 kHz.
-
-        Raises:
-            SampleRateError: not 16 kHz (resample first).
-            ConfigError: more than one channel.
-        """
-        from serkit.audio import require_rate
-
-        require_rate(mono, VAD_RATE, "Silero VAD")
-        if mono.channels != 1:
-            raise ConfigError(f"Silero VAD takes one channel, got {mono.channels}")
-        return self._model.audio_forward(mono.samples[0], sampling_rate=VAD_RATE)
-
-    def speech_segments(self, mono: Audio, config: InferenceConfig) -> list[tuple[float, float]]:
-        """Speech ``(start, end)`` pairs in seconds, in order, of a mono recording at any rate.
-
-        The recording is resampled to 16 kHz for the model (the times refer to the original).
-        """
-        from silero_vad import get_speech_timestamps_from_probs
-
-        mono16 = mono.resample(VAD_RATE)
-        probs = self.speech_probabilities(mono16)
-        stamps = get_speech_timestamps_from_probs(
-            probs.tolist(),
-            sampling_rate=VAD_RATE,
-            threshold=config.vad_threshold,
-            min_speech_duration_ms=config.min_speech * 1000,
-            min_silence_duration_ms=config.min_silence * 1000,
-            speech_pad_ms=config.speech_pad * 1000,
-            audio_length_samples=mono16.n_samples,
-        )
-        return [(s["start"] / VAD_RATE, s["end"] / VAD_RATE) for s in stamps]
-
-
-_VAD: SileroVAD | None = None
-_VAD_LOCK = threading.Lock()
-
-
-def shared_vad() -> SileroVAD:
-    """The process-wide :class:`SileroVAD`, loaded on first use."""
-    global _VAD
-    with _VAD_LOCK:
-        if _VAD is None:
-            _VAD = SileroVAD()
-        return _VAD
+        value = self.min_confidence
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ConfigError(f"inference: min_confidence must lie in [0, 1), got {value!r}")
+        check_adapt(self.adapt, self.min_batch)
 
 
 # --------------------------------------------------------------------------- windows and timeline
@@ -206,7 +140,17 @@ def window_spans(start: float, end: float, window: float, hop: float) -> list[tu
     return spans
 
 
-def timeline_segments(windows: pd.DataFrame, labels: Sequence[str], *, merge: bool = True) -> pd.DataFrame:
+def decide(p: np.ndarray, labels: Sequence[str], min_confidence: float = 0.0) -> str:
+    """The label of probabilities ``p`` ``(K,)``: the most probable class, or :data:`UNCERTAIN`
+    when its probability is below ``min_confidence`` (abstention, as in selective
+    classification: Geifman & El-Yaniv, NeurIPS 2017, the softmax-response rule)."""
+    k = int(np.argmax(p))
+    return str(labels[k]) if p[k] >= min_confidence else UNCERTAIN
+
+
+def timeline_segments(
+    windows: pd.DataFrame, labels: Sequence[str], *, merge: bool = True, min_confidence: float = 0.0
+) -> pd.DataFrame:
     """Turn overlapping windows into a non-overlapping, optionally merged timeline.
 
     Args:
@@ -215,6 +159,8 @@ def timeline_segments(windows: pd.DataFrame, labels: Sequence[str], *, merge: bo
             segment in time order.
         labels: the class order.
         merge: merge adjacent pieces of the same speech segment that share their label.
+        min_confidence: pieces less confident than this are labelled :data:`UNCERTAIN` (and
+            merge with each other).
 
     Returns:
         Columns ``channel``, ``segment``, ``start``, ``end``, ``label``, ``p_<label>``...; pieces
@@ -230,7 +176,7 @@ def timeline_segments(windows: pd.DataFrame, labels: Sequence[str], *, merge: bo
         cuts = [starts[0], *((starts[1:] + ends[:-1]) / 2), ends[-1]]
         pieces: list[dict[str, Any]] = []
         for i in range(len(group)):
-            k = int(np.argmax(probs[i]))
+            k = decide(probs[i], labels, min_confidence)
             piece = {"start": float(cuts[i]), "end": float(cuts[i + 1]), "k": k, "p": probs[i]}
             last = pieces[-1] if pieces else None
             if merge and last is not None and last["k"] == k:
@@ -241,7 +187,7 @@ def timeline_segments(windows: pd.DataFrame, labels: Sequence[str], *, merge: bo
                 pieces.append(piece)
         for piece in pieces:
             row = {"channel": channel, "segment": int(segment), "start": piece["start"], "end": piece["end"],
-                   "label": labels[int(np.argmax(piece["p"]))]}
+                   "label": decide(piece["p"], labels, min_confidence)}
             row.update(zip(prob_cols, piece["p"].tolist()))
             rows.append(row)
     return pd.DataFrame(rows, columns=["channel", "segment", "start", "end", "label", *prob_cols])
@@ -254,7 +200,8 @@ class Timeline:
     Attributes:
         labels: class order of the ``p_<label>`` columns.
         duration: recording length in seconds.
-        sample_rate: the recording's rate in Hz.
+        sample_rate: rate of the analysed audio in Hz (a file decoded for a model
+            (:meth:`Recognizer.load`) is at the model's rate when the file's is higher).
         channels: analysed channel names (``["mix"]``, ``["left", "right"]``, …).
         speech: voice activity, columns ``channel``, ``segment``, ``start``, ``end``.
         windows: per-window probabilities, columns ``channel``, ``segment``, ``start``, ``end``,
@@ -262,6 +209,7 @@ class Timeline:
         segments: the timeline (see :func:`timeline_segments`), same columns as ``windows``.
         config: the :class:`InferenceConfig` used.
         source: the file name, if known.
+        adaptation: notes on the adaptation of the call (groups too small or too uniform).
     """
 
     labels: list[str]
@@ -273,6 +221,7 @@ class Timeline:
     segments: pd.DataFrame
     config: InferenceConfig
     source: str | None = None
+    adaptation: list[str] = dataclasses.field(default_factory=list)
 
     def overall(self, channel: str | None = None) -> dict[str, Any] | None:
         """Duration-weighted mean probabilities over the timeline (one channel or all).
@@ -286,7 +235,7 @@ class Timeline:
         if len(seg) == 0 or weights.sum() <= 0:
             return None
         mean = weights @ seg[[f"p_{lab}" for lab in self.labels]].to_numpy(dtype=float) / weights.sum()
-        return {"label": self.labels[int(np.argmax(mean))],
+        return {"label": decide(mean, self.labels, self.config.min_confidence),
                 "probabilities": {lab: float(p) for lab, p in zip(self.labels, mean)},
                 "speech_s": float(weights.sum())}
 
@@ -316,6 +265,7 @@ class Timeline:
             "speech": [{"channel": r.channel, "start": round(r.start, 3), "end": round(r.end, 3)}
                        for r in self.speech.itertuples(index=False)],
             "config": dataclasses.asdict(self.config),
+            "adaptation": list(self.adaptation),
         }
 
     def to_json(self) -> str:
@@ -327,14 +277,25 @@ class Timeline:
         return self.segments.to_csv(index=False, float_format="%.4f")
 
     def write(self, out_dir: str | Path, stem: str, audio: Audio | None = None) -> dict[str, Path]:
-        """Write ``<stem>.csv``, ``<stem>.json`` and ``<stem>.png`` into ``out_dir`` (created), atomically."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return {
-            "csv": atomic_write_text(out_dir / f"{stem}.csv", self.to_csv()),
-            "json": atomic_write_text(out_dir / f"{stem}.json", self.to_json() + "\n"),
-            "png": atomic_write_bytes(out_dir / f"{stem}.png", plot_timeline(self, audio)),
+        """Write ``<stem>.csv``, ``<stem>.json`` and ``<stem>.png`` into ``out_dir`` as one set.
+
+        ``stem`` may hold sub-folders (``calls/a/x``); folders are created. The three files are
+        written with :func:`~serkit.io.atomic_write_set`: afterwards all three are new or none is.
+
+        Raises:
+            OutputError: the folder cannot be created or written, or the disk is full.
+        """
+        target = Path(out_dir) / stem
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise output_error(target.parent, exc) from exc
+        files = {
+            target.with_name(f"{target.name}.csv"): self.to_csv().encode(),
+            target.with_name(f"{target.name}.json"): (self.to_json() + "\n").encode(),
+            target.with_name(f"{target.name}.png"): plot_timeline(self, audio),
         }
+        return dict(zip(("csv", "json", "png"), atomic_write_set(files), strict=True))
 
 
 # --------------------------------------------------------------------------- recognition
@@ -380,7 +341,8 @@ class Recognizer:
         Args:
             audio: the recording; the ``"mix"`` analysis gives the bundle all channels (it
                 selects or down-mixes them as in training), ``per_channel`` gives it one.
-            config: overrides the recognizer's config for this call.
+            config: overrides the recognizer's config for this call. With ``adapt="batch"``
+                the recording's windows are the batch; with ``"speaker"`` each channel's.
 
         Returns:
             A :class:`Timeline`; a channel without detected speech has no rows.
@@ -391,49 +353,108 @@ class Recognizer:
             BundleError: ``config.vad`` is on and the VAD model (loaded on first use) is missing
                 or altered.
         """
+        return self.recognize_many([audio], config)[0]
+
+    def recognize_many(
+        self, audios: Sequence[Audio], config: InferenceConfig | None = None, speakers: Sequence[str] | None = None
+    ) -> list[Timeline]:
+        """:meth:`recognize` of several recordings, labelled together so that adaptation
+        (``config.adapt``) can use all their windows: ``"batch"`` standardises every window of
+        every recording with their joint statistics, ``"speaker"`` per speaker (``speakers``,
+        one per recording, e.g. a manifest column; default: each recording's channel names).
+        What adaptation did is in each timeline's ``adaptation``.
+
+        Raises:
+            As :meth:`recognize`; ConfigError: ``speakers`` of the wrong length.
+        """
         cfg = config or self.config
         if cfg.vad and self.vad is None:
             self.vad = shared_vad()
+        if speakers is not None and len(speakers) != len(audios):
+            raise ConfigError(f"recognize_many: {len(speakers)} speakers for {len(audios)} recordings")
+        collected, windows, feats, groups = [], [], [], []
+        for i, audio in enumerate(audios):
+            parts = split_channels(audio, cfg.per_channel)
+            speech_rows, rows = [], []
+            for name, part in parts:
+                mono = part.downmix()
+                spans = self.vad.speech_segments(mono, cfg) if cfg.vad else [(0.0, part.duration)]
+                for seg, (start, end) in enumerate(spans):
+                    speech_rows.append({"channel": name, "segment": seg, "start": start, "end": end})
+                    for a, b in window_spans(start, end, cfg.window, cfg.hop):
+                        rows.append({"channel": name, "segment": seg, "start": a, "end": b})
+                        windows.append(part.slice(a, b))
+                        if len(windows) == WINDOW_CHUNK:  # bounded memory: features, not audio, are kept
+                            feats += self.bundle.features_many(windows)
+                            windows = []
+                        # a speaker-normalised bundle standardises each channel of a recording on its own
+                        groups.append(speakers[i] if speakers is not None else f"{i}:{name}")
+            collected.append((audio, parts, speech_rows, rows))
+        proba, adapted = np.zeros((0, len(self.labels))), None
+        feats += self.bundle.features_many(windows) if windows else []
+        if feats:
+            proba, adapted = self.bundle.predict_adapted(feats, groups, cfg.adapt, cfg.min_batch)
         prob_cols = [f"p_{lab}" for lab in self.labels]
-        speech_rows, window_rows = [], []
-        parts = split_channels(audio, cfg.per_channel)
-        for name, part in parts:
-            mono = part.downmix()
-            spans = self.vad.speech_segments(mono, cfg) if cfg.vad else [(0.0, part.duration)]
-            rows, feats = [], []
-            for seg, (start, end) in enumerate(spans):
-                speech_rows.append({"channel": name, "segment": seg, "start": start, "end": end})
-                for a, b in window_spans(start, end, cfg.window, cfg.hop):
-                    rows.append({"channel": name, "segment": seg, "start": a, "end": b})
-                    feats.append(self.bundle.features(part.slice(a, b)))
-            if rows:
-                proba = self.bundle.predict(feats, speaker=name)
-                for row, p in zip(rows, proba):
-                    row["label"] = self.labels[int(np.argmax(p))]
-                    row.update(zip(prob_cols, p.tolist()))
-                window_rows.extend(rows)
-        columns = ["channel", "segment", "start", "end", "label", *prob_cols]
-        windows = pd.DataFrame(window_rows, columns=columns)
-        return Timeline(
-            labels=list(self.labels),
-            duration=audio.duration,
-            sample_rate=audio.sample_rate,
-            channels=[name for name, _ in parts],
-            speech=pd.DataFrame(speech_rows, columns=["channel", "segment", "start", "end"]),
-            windows=windows,
-            segments=timeline_segments(windows, self.labels, merge=cfg.merge),
-            config=cfg,
-            source=audio.path,
-        )
+        timelines, at = [], 0
+        for audio, parts, speech_rows, rows in collected:
+            for row, p in zip(rows, proba[at : at + len(rows)]):
+                row["label"] = decide(p, self.labels, cfg.min_confidence)
+                row.update(zip(prob_cols, p.tolist()))
+            at += len(rows)
+            windows = pd.DataFrame(rows, columns=["channel", "segment", "start", "end", "label", *prob_cols])
+            timelines.append(Timeline(
+                labels=list(self.labels),
+                duration=audio.duration,
+                sample_rate=audio.sample_rate,
+                channels=[name for name, _ in parts],
+                speech=pd.DataFrame(speech_rows, columns=["channel", "segment", "start", "end"]),
+                windows=windows,
+                segments=timeline_segments(windows, self.labels, merge=cfg.merge, min_confidence=cfg.min_confidence),
+                config=cfg,
+                source=audio.path,
+                adaptation=[] if adapted is None else list(adapted.notes),
+            ))  # fmt: skip
+        return timelines
+
+    def analysis_format(self, header: AudioHeader, config: InferenceConfig | None = None) -> tuple[int, bool]:
+        """``(sample_rate, mono)`` a recording is decoded to for this model and ``config``.
+
+        The rate is the highest any extractor (or the VAD, 16 kHz) reads, or the file's own when
+        that is lower: nothing above it reaches the model, and each extractor still resamples to
+        its own rate. ``mono`` (decode the down-mix) holds when every extractor reads the
+        down-mix and the channels are not analysed one by one.
+        """
+        cfg = config or self.config
+        extractors = list(self.bundle.extractors.values())
+        needed = max([int(extractor.sample_rate) for extractor, _ in extractors] + ([VAD_RATE] if cfg.vad else []))
+        mono = not cfg.per_channel and all(channel == "downmix" for _, channel in extractors)
+        return min(header.sample_rate, needed), mono
+
+    def load(self, source: Source, config: InferenceConfig | None = None, *, name: str | None = None,
+             max_frames: int | None = None) -> Audio:
+        """Decode a recording for this model (:meth:`analysis_format`) block by block.
+
+        Args:
+            source: a path or the file's bytes.
+            config: overrides the recognizer's config (``per_channel``, ``vad``).
+            name: what error messages call bytes.
+            max_frames: most input frames accepted (see :func:`~serkit.audio.decode_audio`).
+
+        Raises:
+            UnreadableAudioError, EmptyAudioError, TooShortAudioError, TooLongAudioError,
+            NonFiniteAudioError, OutOfRangeAudioError: as :func:`~serkit.audio.decode_audio`.
+        """
+        rate, mono = self.analysis_format(audio_header(source, name=name), config)
+        return decode_audio(source, sample_rate=rate, mono=mono, max_frames=max_frames, name=name)
 
     def recognize_file(self, path: str | Path, config: InferenceConfig | None = None) -> Timeline:
-        """:meth:`recognize` of a file read with :func:`~serkit.audio.load_audio`.
+        """:meth:`recognize` of a file read with :meth:`load`.
 
         Raises:
             UnreadableAudioError, EmptyAudioError, TooShortAudioError, NonFiniteAudioError,
-            OutOfRangeAudioError: as :func:`~serkit.audio.load_audio`; otherwise as :meth:`recognize`.
+            OutOfRangeAudioError: as :func:`~serkit.audio.decode_audio`; otherwise as :meth:`recognize`.
         """
-        return self.recognize(load_audio(path), config)
+        return self.recognize(self.load(path, config), config)
 
 
 # --------------------------------------------------------------------------- plot
@@ -460,7 +481,8 @@ def plot_timeline(timeline: Timeline, audio: Audio | None = None) -> bytes:
         if channel in sources:
             mono = sources[channel].downmix().samples[0]
             step = max(1, len(mono) // 4000)
-            env = np.abs(mono[: len(mono) // step * step]).reshape(-1, step).max(axis=1)
+            frames = mono[: len(mono) // step * step].reshape(-1, step)
+            env = np.maximum(frames.max(axis=1), -frames.min(axis=1))  # |x| peaks without a full-size copy
             t = (np.arange(len(env)) * step) / sources[channel].sample_rate
             ax.fill_between(t, 0, env / max(float(env.max()), 1e-9), color="0.85", lw=0, label="_wave")
         seg = timeline.segments[timeline.segments["channel"] == channel]

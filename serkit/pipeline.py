@@ -46,10 +46,10 @@ import serkit
 from serkit.audio import Audio
 from serkit.derived.base import DerivedFeature, FittedFeature, FixedFeature, get_derived
 from serkit.errors import ConfigError, FeatureError
-from serkit.features import extract_audio, extract_features, get_extractor
+from serkit.features import extract_features, get_extractor
 from serkit.features.base import Extractor
 from serkit.features.data import FeatureData, FeatureSpec, n_rows, take_rows
-from serkit.features.extract import Channel, progress_bar
+from serkit.features.extract import Channel, progress_bar, select_channel
 from serkit.features.layout import Layout
 from serkit.io import atomic_write_bytes
 
@@ -314,18 +314,38 @@ class FeaturePlan:
             FeatureError: a derived feature cannot use it.
             ConfigError: a fitted feature is missing from ``fitted``.
         """
-        values: dict[str, np.ndarray] = {}
+        return self.compute_many([audio], fitted)[0]
+
+    def compute_many(
+        self, audios: Sequence[Audio], fitted: Mapping[str, FittedFeature] | None = None
+    ) -> list[dict[str, np.ndarray]]:
+        """:meth:`compute_one` of several recordings (the windows of a timeline): each extractor
+        gets them in batches of its :attr:`~serkit.features.base.Extractor.batch_size` (Whisper
+        packs a batch into one pass), which changes float rounding only.
+
+        Raises:
+            As :meth:`compute_one`, for the first recording that fails.
+        """
+        values: list[dict[str, np.ndarray]] = [{} for _ in audios]
         for key, node in self.nodes.items():
             if node.extractor is not None:
-                values[key] = extract_audio(audio, node.extractor, node.channel)
+                ex = node.extractor
+                monos = [select_channel(a, node.channel).resample(ex.sample_rate) for a in audios]
+                step = max(1, ex.batch_size)
+                for start in range(0, len(monos), step):
+                    batch = ex.extract_batch(monos[start : start + step])
+                    for v, array in zip(values[start : start + step], batch):
+                        v[key] = np.asarray(array, dtype=np.float32)
             elif not node.derived.fitted:
-                values[key] = node.derived.compute({name: values[name] for name in node.inputs})
+                for v in values:
+                    v[key] = node.derived.compute({name: v[name] for name in node.inputs})
             else:
                 if fitted is None or key not in fitted:
                     raise ConfigError(f"fitted derived feature {key!r} has no fitted state")
-                X = {name: _one_row(values[name], self.nodes[name].spec) for name in node.inputs}
-                values[key] = np.asarray(fitted[key].transform(X)[0])
-        return {key: values[key] for key in self.outputs}
+                for v in values:
+                    X = {name: _one_row(v[name], self.nodes[name].spec) for name in node.inputs}
+                    v[key] = np.asarray(fitted[key].transform(X)[0])
+        return [{key: v[key] for key in self.outputs} for v in values]
 
 
 # --------------------------------------------------------------------------- the graph

@@ -4,6 +4,11 @@ A recipe is a YAML mapping. Every key has a default except ``features`` and ``mo
 
     name: compare_svm                  # run name (default: the file's stem)
     corpus: {name: emodb, root: data/emodb, options: {}}
+    # corpora:                         # several corpora pooled into one table, instead of corpus
+    #   - {name: emodb, root: ../shared/corpora/emodb}
+    #   - {name: ravdess, root: /tmp/corpora/ravdess/Audio_Speech_Actors_01-24}
+    labels: null                       # [anger, neutral, ...] keeps those classes, drops the rest;
+                                       # {neutral: [neutral, calm], ...} merges labels into a class
     features:                          # key -> extractor, or derived feature of other keys
       functionals: {extractor: opensmile_functionals, config: {feature_set: ComParE_2016},
                     channel: downmix}
@@ -12,10 +17,24 @@ A recipe is a YAML mapping. Every key has a default except ``features`` and ``mo
     model: {name: linear_svm, config: {C: [0.0001, 0.001, 0.01, 0.1, 1.0]}}
     protocol: {name: loso}             # see serkit.evaluation.protocols
     normalisation: global              # global | speaker | none
+    adapt: none                        # test side: none | batch | speaker (serkit.adaptation)
     seed: 0
     cache_dir: .cache/serkit           # null switches the feature cache off
     n_jobs: -1                         # processes for feature extraction (-1: all cores)
     cluster: null                      # Dask scheduler address; null: SERKIT_CLUSTER or local
+
+``corpora`` pools its corpora into one table (:func:`serkit.corpora.pool.load_pooled`: ids
+prefixed with the corpus name, a ``corpus`` column), the table the protocol
+``leave_one_corpus_out`` needs; with ``loso`` it is leave-one-speaker-out over the pooled speakers.
+A recipe gives ``corpus`` or ``corpora``: when ``corpora`` is set the resolved ``corpus`` is null
+(a recipe extending one that names a ``corpus`` sets ``corpus: null``). On the command line
+``--corpus emodb,emovo --root A --root B`` pools (one ``--root`` per corpus, in order); one name
+chooses one corpus. ``labels`` (:func:`serkit.corpora.vocabulary.select_labels`) applies to either.
+
+``adapt`` standardises the *test* rows of each fold without their labels
+(:mod:`serkit.adaptation`): ``none`` with the training statistics, ``batch`` with the statistics
+of the fold's test rows together (the held-out corpus of ``leave_one_corpus_out``), ``speaker``
+with each test speaker's own. It needs ``normalisation: global``.
 
 A recipe file may extend another one: ``base: ../msir.yaml`` (a path relative to the file that
 names it) takes that recipe's mapping and merges this file's mapping into it, key by key through
@@ -31,21 +50,25 @@ from.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from serkit.corpora.vocabulary import label_mapping
 from serkit.errors import ConfigError
 
 DEFAULTS: dict[str, Any] = {
     "name": None,
     "corpus": {"name": "emodb", "root": "data/emodb", "options": {}},
+    "corpora": None,
+    "labels": None,
     "features": None,
     "model": None,
     "protocol": {"name": "loso"},
     "normalisation": "global",
+    "adapt": "none",
     "seed": 0,
     "cache_dir": ".cache/serkit",
     "n_jobs": -1,
@@ -53,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
     # (the environment variable SERKIT_CLUSTER, else local). Never part of a result.
     "cluster": None,
 }
+CORPUS_KEYS = {"name", "root", "options"}
 FEATURE_KEYS = {"extractor", "config", "channel"}
 DERIVED_KEYS = {"derive", "from", "config"}
 BASE_KEY = "base"
@@ -102,14 +126,25 @@ def resolve_recipe(
     *,
     name: str | None = None,
     corpus: str | None = None,
-    root: str | Path | None = None,
+    root: str | Path | Sequence[str | Path] | None = None,
     overrides: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Defaults + ``raw`` + ``--corpus``/``--root`` + ``--set`` overrides, validated.
 
+    Args:
+        raw: the recipe mapping.
+        name: run name when the recipe sets none.
+        corpus: ``--corpus``: one adapter name, or several separated by commas (pooled, recipe
+            key ``corpora``). A corpus the recipe already names keeps its root and options; any
+            other starts without.
+        root: ``--root``: one folder, or a list with one folder per corpus in order.
+        overrides: ``--set`` assignments (:func:`apply_override`), applied last.
+
     Raises:
         ConfigError: unknown top-level key, missing ``features`` or ``model``, malformed entry,
-            or a ``base`` key (only :func:`load_recipe` can follow it: it is relative to a file).
+            both ``corpus`` and ``corpora``, a corpus named twice or without a root, roots not
+            one per corpus, a malformed ``labels``, or a ``base`` key (only :func:`load_recipe`
+            can follow it: it is relative to a file).
     """
     if BASE_KEY in raw:
         raise ConfigError(
@@ -118,19 +153,56 @@ def resolve_recipe(
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"recipe: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
+    if raw.get("corpus") is not None and raw.get("corpora") is not None:
+        raise ConfigError("recipe: give corpus (one corpus) or corpora (several), not both; set corpus: null to pool")
     recipe = _merge(DEFAULTS, raw)
-    if corpus is not None:
-        # A different corpus does not inherit the recipe corpus's root or options.
-        if corpus != recipe["corpus"].get("name"):
-            recipe["corpus"] = {"name": corpus, "root": None, "options": {}}
-    if root is not None:
-        recipe["corpus"]["root"] = str(root)
+    if recipe["corpora"] is not None:
+        recipe["corpus"] = None
+    if corpus is not None or root is not None:
+        _corpus_arguments(recipe, corpus, root)
     for assignment in overrides:
         apply_override(recipe, assignment)
     if recipe["name"] is None:
         recipe["name"] = name or "run"
     _validate(recipe)
     return recipe
+
+
+def _corpus_arguments(recipe: dict[str, Any], corpus: str | None, root: Any) -> None:
+    """Apply ``--corpus`` and ``--root`` (see :func:`resolve_recipe`) in place."""
+    current = [spec for spec in (recipe["corpora"] or [recipe["corpus"]]) if isinstance(spec, dict)]
+    pooled = recipe["corpora"] is not None
+    if corpus is not None:
+        names = [n.strip() for n in corpus.split(",")]
+        if not all(names):
+            raise ConfigError(f"--corpus {corpus!r}: an empty corpus name")
+        known = {spec.get("name"): spec for spec in current}
+        specs = [copy.deepcopy(known.get(n)) or {"name": n, "root": None, "options": {}} for n in names]
+        pooled = len(names) > 1
+    else:
+        specs = copy.deepcopy(current)
+    if root is not None:
+        roots = [root] if isinstance(root, (str, Path)) else list(root)
+        if len(roots) != len(specs):
+            raise ConfigError(
+                f"--root given {len(roots)} time(s) for {len(specs)} corpora ({', '.join(str(s.get('name')) for s in specs)}): "
+                "give one root per corpus, in the order of --corpus"
+            )
+        for spec, folder in zip(specs, roots):
+            spec["root"] = str(folder)
+    recipe["corpora"], recipe["corpus"] = (specs, None) if pooled else (None, specs[0])
+
+
+def corpus_specs(recipe: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The corpora of a resolved recipe as ``[{name, root, options}]``: ``corpora``, or ``[corpus]``."""
+    return list(recipe.get("corpora") or [recipe["corpus"]])
+
+
+def corpus_title(recipe: Mapping[str, Any]) -> str:
+    """The corpus names of a recipe joined by ``+`` (``"emodb+emovo"``), for run names and tables;
+    ``"?"`` when it names none."""
+    names = [str(spec.get("name")) for spec in (recipe.get("corpora") or [recipe.get("corpus")]) if isinstance(spec, Mapping)]
+    return "+".join(names) or "?"
 
 
 def load_recipe(path: str | Path, **kwargs: Any) -> dict[str, Any]:
@@ -191,12 +263,35 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     return dict(raw)
 
 
+def _check_corpus(spec: Any, where: str) -> None:
+    if not isinstance(spec, dict) or not spec.get("name"):
+        raise ConfigError(f"recipe: {where} needs a name")
+    if not spec.get("root"):
+        raise ConfigError(f"recipe: {where} {spec['name']!r} needs a root folder (--root PATH)")
+    extra = sorted(set(spec) - CORPUS_KEYS)
+    if extra:
+        raise ConfigError(f"recipe: {where} has unknown key(s) {extra}; known: {sorted(CORPUS_KEYS)}")
+    if spec.get("options") is None:
+        spec["options"] = {}
+    if not isinstance(spec["options"], dict):
+        raise ConfigError(f"recipe: {where}.options must be a mapping of the adapter's options, got {spec['options']!r}")
+
+
 def _validate(recipe: dict[str, Any]) -> None:
-    corpus = recipe["corpus"]
-    if not isinstance(corpus, dict) or not corpus.get("name"):
-        raise ConfigError("recipe: corpus needs a name")
-    if not corpus.get("root"):
-        raise ConfigError(f"recipe: corpus {corpus['name']!r} needs a root folder (--root PATH)")
+    corpora = recipe["corpora"]
+    if corpora is None:
+        _check_corpus(recipe["corpus"], "corpus")
+    else:
+        if not isinstance(corpora, list) or not corpora:
+            raise ConfigError(f"recipe: corpora must be a non-empty list of {{name, root, options}}, got {corpora!r}")
+        for i, spec in enumerate(corpora):
+            _check_corpus(spec, f"corpora[{i}]")
+        names = [spec["name"] for spec in corpora]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"recipe: corpora names {twice} more than once")
+    if recipe["labels"] is not None:
+        label_mapping(recipe["labels"], "recipe: labels")
     features = recipe["features"]
     if not isinstance(features, dict) or not features:
         raise ConfigError("recipe: features must map at least one key to {extractor: NAME, config: {...}}")
@@ -219,6 +314,10 @@ def _validate(recipe: dict[str, Any]) -> None:
         recipe["protocol"] = {"name": recipe["protocol"]}
     if recipe["normalisation"] not in ("global", "speaker", "none"):
         raise ConfigError(f"recipe: normalisation must be global, speaker or none, got {recipe['normalisation']!r}")
+    if recipe["adapt"] not in ("none", "batch", "speaker"):
+        raise ConfigError(f"recipe: adapt must be none, batch or speaker, got {recipe['adapt']!r}")
+    if recipe["adapt"] != "none" and recipe["normalisation"] != "global":
+        raise ConfigError("recipe: adapt applies to normalisation: global (the training statistics it replaces)")
     if not isinstance(recipe["seed"], int):
         raise ConfigError(f"recipe: seed must be an integer, got {recipe['seed']!r}")
     if recipe["cluster"] is not None and not (isinstance(recipe["cluster"], str) and recipe["cluster"].strip()):

@@ -25,8 +25,8 @@ a sweep is the loop a shell script would write, with its bookkeeping done once:
   run's recipe: another one is an error, never silently reused); one with the folds of an
   interrupted run (``<run>.folds/``) resumes from them; the others start. A run that fails is
   reported and the sweep goes on with the rest;
-- two sweep processes can share a machine: each run is locked (``.<run>.lock`` beside it) while
-  it runs, and the other process skips it;
+- two sweep processes can share a machine: a run holds its folder's lock (``<run>.lock``,
+  :func:`serkit.io.output_lock`) while it runs, and the other process skips it;
 - the runs that read the same corpus, features and cache share one prepared dataset (features
   are extracted once for all seeds and models). Without a cluster the runs go one after another;
   with one, several runs are in flight together and their folds are tasks of the same cluster;
@@ -43,7 +43,6 @@ a sweep is the loop a shell script would write, with its bookkeeping done once:
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import fnmatch
 import itertools
 import json
@@ -51,9 +50,9 @@ import logging
 import os
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
@@ -62,7 +61,7 @@ from typing import Any
 import yaml
 
 from serkit.cluster import LOCAL, open_runner
-from serkit.errors import ConfigError, SerkitError
+from serkit.errors import ConfigError, OutputError, SerkitError
 from serkit.evaluation.compare import (
     compare_runs,
     read_run,
@@ -71,10 +70,10 @@ from serkit.evaluation.compare import (
 )
 from serkit.evaluation.report import plain_data
 from serkit.experiment import Dataset, prepare_dataset, run_experiment
-from serkit.io import atomic_write_text
+from serkit.io import atomic_write_text, output_lock
 from serkit.models.base import get_model
 from serkit.pipeline import FeaturePlan
-from serkit.recipe import read_recipe_mapping, resolve_recipe
+from serkit.recipe import corpus_title, read_recipe_mapping, resolve_recipe
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +190,9 @@ def load_sweep(path: str | Path, *, overrides: Sequence[str] = ()) -> Sweep:
             recipe = _resolve(recipe_path, corpus, seed, variant, overrides)
         except ConfigError as exc:
             raise ConfigError(f"{path}: recipe {recipe_path}: {exc}") from exc
-        run_name = f"{recipe['corpus']['name']}-{label}{_variant_text(variant)}-s{recipe['seed']}"
-        runs.append(SweepRun(run_name, label, recipe["corpus"]["name"], variant, recipe, out / run_name))
+        corpus_name = corpus_title(recipe)
+        run_name = f"{corpus_name}-{label}{_variant_text(variant)}-s{recipe['seed']}"
+        runs.append(SweepRun(run_name, label, corpus_name, variant, recipe, out / run_name))
     twice = [n for n, count in Counter(run.name for run in runs).items() if count > 1]
     if twice:
         raise ConfigError(f"{path}: several runs would be named {twice[:3]}; give the recipes distinct labels")
@@ -234,12 +234,14 @@ def _resolve(recipe_path: Path, corpus: Any, seed: Any, variant: tuple, override
         if not isinstance(corpus, dict) or not isinstance(corpus.get("name"), str) or not corpus.get("root"):
             raise ConfigError(f"a corpora entry needs {{name: NAME, root: FOLDER}}, got {corpus!r}")
         raw["corpus"] = {"name": corpus["name"], "root": _expand(str(corpus["root"])), "options": corpus.get("options") or {}}
+        raw["corpora"] = None  # the sweep's corpus replaces a pooled one too
     if seed is not None:
         raw["seed"] = seed
     grid = [f"{key}={json.dumps(value)}" for key, value in variant]  # JSON is YAML
     recipe = resolve_recipe(raw, name=recipe_path.stem, overrides=[*grid, *overrides])
-    if not Path(recipe["corpus"]["root"]).is_dir():
-        raise ConfigError(f"corpus {recipe['corpus']['name']} root {recipe['corpus']['root']!r} is not a folder")
+    for spec in recipe["corpora"] or [recipe["corpus"]]:
+        if not Path(str(spec["root"])).is_dir():
+            raise ConfigError(f"corpus {spec['name']} root {spec['root']!r} is not a folder")
     return recipe
 
 
@@ -348,9 +350,13 @@ def _execute(runs: list[SweepRun], runner: Any, progress: bool) -> list[RunOutco
 def _run_one(run: SweepRun, datasets: _Datasets, runner: Any, progress: bool) -> RunOutcome:
     """Skip, resume or start one run; a failure is an outcome, not an exception."""
     try:
-        with _lock(run.out_dir) as held:
-            if not held:
-                return RunOutcome(run, "busy", "another process is running it")
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(output_lock(run.out_dir))
+            except OutputError as exc:
+                if isinstance(exc.__cause__, BlockingIOError):  # another process holds the lock
+                    return RunOutcome(run, "busy", str(exc))
+                raise
             if _complete(run):
                 return RunOutcome(run, "complete")
             log.info("sweep: starting %s", run.name)
@@ -394,24 +400,9 @@ def _holds_its_result(run: SweepRun) -> bool:
         return False
 
 
-@contextmanager
-def _lock(out_dir: Path) -> Iterator[bool]:
-    """Hold ``.<run>.lock`` beside the run folder while the run runs; yields False when another process holds it."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_dir.with_name(f".{out_dir.name}.lock"), "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _dataset_key(recipe: Mapping[str, Any]) -> str:
-    return json.dumps([recipe["corpus"], recipe["features"], recipe["cache_dir"]], sort_keys=True, default=str)
+    parts = [recipe.get(key) for key in ("corpus", "corpora", "labels", "features", "cache_dir")]
+    return json.dumps(parts, sort_keys=True, default=str)
 
 
 class _Datasets:

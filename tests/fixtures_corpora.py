@@ -21,12 +21,13 @@ TINY_RATE = 16000
 TINY_FRAMES = 400  # 25 ms
 
 
-def tiny_wav(frames: int = TINY_FRAMES, rate: int = TINY_RATE, channels: int = 1) -> bytes:
-    """Bytes of a 16-bit PCM WAV holding a 440 Hz tone of ``frames`` samples per channel."""
+def tiny_wav(frames: int = TINY_FRAMES, rate: int = TINY_RATE, channels: int = 1, container: str = "WAV") -> bytes:
+    """Bytes of a 16-bit PCM file (``container`` WAV or AIFF) holding a 440 Hz tone of ``frames``
+    samples per channel."""
     t = np.arange(frames) / rate
     tone = (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
     buf = io.BytesIO()
-    sf.write(buf, np.repeat(tone[:, None], channels, axis=1), rate, format="WAV", subtype="PCM_16")
+    sf.write(buf, np.repeat(tone[:, None], channels, axis=1), rate, format=container, subtype="PCM_16")
     return buf.getvalue()
 
 
@@ -100,6 +101,23 @@ def tess_files(layout: str = "nested") -> list[str]:
                 name = f"{spk}_{word}_{emo}.wav"
                 out.append(f"{folder}/{name}" if layout == "nested" else name)
     return out
+
+
+#: The real release's quirks (``../shared/corpora/fetchable/README.md``), rebuilt on fixture words:
+#: the OAF neutral file whose name lacks the F, the 96 kHz fear file, the two AIFF files named .wav.
+TESS_OA_FILE = f"OAF_neutral/OA_{TESS_WORDS[0]}_neutral.wav"
+TESS_96K_FILE = f"OAF_Fear/OAF_{TESS_WORDS[1]}_fear.wav"
+TESS_AIFF_FILES = (f"YAF_angry/YAF_{TESS_WORDS[2]}_angry.wav", f"YAF_fear/YAF_{TESS_WORDS[3]}_fear.wav")
+
+
+def build_tess_release(root: Path) -> Path:
+    """A complete TESS fixture in the distributed layout with every quirk of the real release."""
+    files = [TESS_OA_FILE if f == f"OAF_neutral/OAF_{TESS_WORDS[0]}_neutral.wav" else f for f in tess_files("nested")]
+    populate(root, files)
+    (root / TESS_96K_FILE).write_bytes(tiny_wav(frames=9600, rate=96000))  # 0.1 s
+    for rel in TESS_AIFF_FILES:
+        (root / rel).write_bytes(tiny_wav(frames=2 * TINY_FRAMES, container="AIFF"))
+    return root
 
 
 # ---- CREMA-D: AudioWAV/<actor>_<sentence>_<emo>_<level>.wav, 7442 -----------------------------------

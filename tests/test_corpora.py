@@ -20,9 +20,13 @@ import pytest
 import soundfile as sf
 
 from fixtures_corpora import (
+    TESS_96K_FILE,
+    TESS_AIFF_FILES,
+    TESS_OA_FILE,
     TINY_FRAMES,
     TINY_RATE,
     build_iemocap,
+    build_tess_release,
     cremad_demographics,
     cremad_files,
     emovo_files,
@@ -33,6 +37,7 @@ from fixtures_corpora import (
     tess_files,
     tiny_wav,
 )
+from serkit.audio import load_audio
 from serkit.corpora import COLUMNS, EMOTIONS, corpus_summary, get_corpus, list_corpora, load_corpus
 from serkit.errors import ConfigError, CorpusError, UnknownLabelError
 
@@ -353,6 +358,19 @@ def test_ravdess_bad_files_are_refused(tmp_path, rel, error, match):
         load_corpus("ravdess", root, strict=False)
 
 
+def test_ravdess_real_release_counts(ravdess_release):
+    """The fetched release (skipped where absent): its README's counts, durations and channels."""
+    table = load_corpus("ravdess", ravdess_release)
+    assert len(table) == 1440 and set(table["speaker"].value_counts()) == {60} and table["speaker"].nunique() == 24
+    others = set(get_corpus("ravdess").labels) - {"neutral"}
+    assert table["label"].value_counts().to_dict() == {"neutral": 96, **dict.fromkeys(others, 192)}
+    assert table.groupby("gender")["speaker"].nunique().to_dict() == {"f": 12, "m": 12}
+    assert table["duration"].sum() / 60 == pytest.approx(88.8, abs=0.05)
+    assert table["duration"].between(2.9, 5.3).all()
+    headers = [sf.info(p) for p in table["path"]]
+    assert Counter((h.samplerate, h.channels) for h in headers) == {(48000, 1): 1435, (48000, 2): 5}
+
+
 # ---------------------------------------------------------------------------------------------
 # SAVEE
 # ---------------------------------------------------------------------------------------------
@@ -427,12 +445,63 @@ def test_tess_counts_are_checked(tmp_path):
         ("OAF_angry/MAF_back_angry.wav", CorpusError, r"speaker 'MAF'"),
         ("OAF_angry/back.wav", CorpusError, r"expected a name <SPK>_<word>_<emotion>"),
         ("OAF_back_angry.wav", CorpusError, r"both at the top .* and in sub-folders"),
+        # the release's OA_ spelling is taken in file names only, for OAF only
+        ("OA_neutral/OAF_back_neutral.wav", CorpusError, r"folder 'OA_neutral' is not named <SPK>_<emotion>"),
+        ("YAF_angry/YA_back_angry.wav", CorpusError, r"speaker 'YA' is not one of"),
+        ("YAF_angry/OA_back_angry.wav", CorpusError, r"file of OAF/angry is in folder 'YAF_angry'"),
+        ("OAF_angry/OA_dog_angry.wav", CorpusError, r"duplicated utterance ids, e.g. \['OAF_dog_angry'\]"),
     ],
 )
 def test_tess_bad_files_are_refused(tmp_path, rel, error, match):
     populate(tmp_path, ["OAF_angry/OAF_dog_angry.wav", rel])
     with pytest.raises(error, match=match):
         load_corpus("tess", tmp_path, strict=False)
+
+
+def test_tess_takes_every_quirk_of_the_real_release(tmp_path):
+    table = load_corpus("tess", build_tess_release(tmp_path))
+    assert len(table) == 2800 and table["speaker"].value_counts().to_dict() == {"OAF": 1400, "YAF": 1400}
+    assert set(table.groupby(["speaker", "label"]).size()) == {200}
+    by_file = table.set_index(np.array([str(Path(p).relative_to(tmp_path.resolve())) for p in table["path"]]))
+    oa = by_file.loc[TESS_OA_FILE]
+    assert (oa["utterance_id"], oa["speaker"], oa["label"]) == (f"OAF_{Path(TESS_OA_FILE).stem[3:]}", "OAF", "neutral")
+    assert by_file.loc[TESS_96K_FILE, "duration"] == pytest.approx(0.1)
+    assert load_audio(tmp_path / TESS_96K_FILE).sample_rate == 96000
+    for rel in TESS_AIFF_FILES:
+        assert (tmp_path / rel).read_bytes()[:4] == b"FORM" and sf.info(str(tmp_path / rel)).format == "AIFF"
+        assert by_file.loc[rel, "duration"] == pytest.approx(2 * TINY_S)
+        assert load_audio(tmp_path / rel).samples.shape == (1, 2 * TINY_FRAMES)
+    others = by_file.drop(index=[TESS_96K_FILE, *TESS_AIFF_FILES])
+    assert np.allclose(others["duration"], TINY_S)
+
+
+@pytest.mark.parametrize(
+    "files",
+    [emovo_files()[:20], ravdess_files()[:20], [f"wav/03a01{e}a.wav" for e in "WLEAFTN"], savee_files("flat")[:20]],
+    ids=["emovo", "ravdess", "emodb", "savee"],
+)
+def test_tess_refuses_other_corpora(tmp_path, files):
+    populate(tmp_path, files)
+    with pytest.raises(CorpusError, match="TESS: .*expected"):
+        load_corpus("tess", tmp_path, strict=False)
+
+
+def test_tess_real_release_counts(tess_release):
+    """The fetched release (skipped where absent): every quirk, the README's counts and durations."""
+    table = load_corpus("tess", tess_release)
+    assert len(table) == 2800 and set(table["gender"]) == {"f"}
+    assert table["speaker"].value_counts().to_dict() == {"OAF": 1400, "YAF": 1400}
+    pairs = {(s, lab): 200 for s in ("OAF", "YAF") for lab in get_corpus("tess").labels}
+    assert table.groupby(["speaker", "label"]).size().to_dict() == pairs
+    assert table["utterance_id"].str.fullmatch(r"(OAF|YAF)_[a-z]+_(angry|disgust|fear|happy|neutral|ps|sad)").all()
+    assert table["duration"].sum() / 60 == pytest.approx(95.9, abs=0.05)
+    assert table["duration"].between(1.25, 3.0).all()
+    path = table.set_index("utterance_id")["path"]
+    assert Path(path["OAF_bite_neutral"]).relative_to(tess_release.resolve()) == Path("OAF_neutral/OA_bite_neutral.wav")
+    headers = {u: sf.info(p) for u, p in path.items()}
+    assert Counter(h.samplerate for h in headers.values()) == {24414: 2799, 96000: 1}
+    assert headers["OAF_food_fear"].samplerate == 96000
+    assert sorted(u for u, h in headers.items() if h.format == "AIFF") == ["YAF_germ_angry", "YAF_neat_fear"]
 
 
 # ---------------------------------------------------------------------------------------------

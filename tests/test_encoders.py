@@ -17,9 +17,17 @@ from serkit.errors import ConfigError, FeatureError, SampleRateError, TooShortAu
 from serkit.features import extract_audio, extract_features, get_extractor, whisper
 from serkit.features.encoders import SpeechEncoder
 from serkit.features.extract import cache_folder
-from serkit.features.whisper import WHISPER_MODELS, read_ctranslate2, whisper_log_mel, whisper_model_bytes
-from serkit.features.whisper_forward import fuse_whisper, onednn_available, whisper_hidden_states
-
+from serkit.features.whisper import (
+    WHISPER_MODELS,
+    read_ctranslate2,
+    whisper_log_mel,
+    whisper_model_bytes,
+)
+from serkit.features.whisper_forward import (
+    fuse_whisper,
+    onednn_available,
+    whisper_hidden_states,
+)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -377,3 +385,44 @@ def test_wav2vec2_from_a_local_folder_with_a_random_base_config(tmp_path, uttera
     )
     with pytest.raises(FeatureError, match="SHA-256"):
         wrong.describe()
+
+
+def _small(config_cls, **extra):
+    """A small random configuration of a transformers speech-encoder family."""
+    return config_cls(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
+                      conv_dim=(32, 32, 32, 32, 32, 32, 32), num_conv_pos_embeddings=16, **extra)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("family", "stable"),
+    [("hubert", False), ("wavlm", False), ("wavlm", True), ("wav2vec2", True)],
+)
+def test_transformers_families_stop_after_the_highest_layer_and_match_the_full_network(tmp_path, utterance, family, stable):
+    from transformers import AutoModel, HubertConfig, Wav2Vec2Config, WavLMConfig
+
+    cls = {"hubert": HubertConfig, "wavlm": WavLMConfig, "wav2vec2": Wav2Vec2Config}[family]
+    torch.manual_seed(0)
+    model = AutoModel.from_config(_small(cls, do_stable_layer_norm=stable)).eval()
+    model.save_pretrained(tmp_path)
+    x = utterance.samples[0].astype(np.float64)
+    wave = torch.from_numpy(((x - x.mean()) / np.sqrt(x.var() + 1e-7)).astype(np.float32))[None]
+    with torch.no_grad():
+        full = model(wave, output_hidden_states=True).hidden_states
+    extractor = SpeechEncoder({"model": family, "path": str(tmp_path), "layer": {"up_to": 2}})
+    frames = extractor.extract(utterance)
+    assert extractor.layout.size("layer") == 3 and frames.shape[1] == 3 * 64
+    np.testing.assert_allclose(frames, torch.cat(full[:3], dim=-1)[0].numpy(), atol=1e-4)
+    # Only the blocks the layers need are kept, unless a final layer norm follows the last block.
+    assert len(extractor.network.encoder.layers) == (4 if stable else 2)
+    with pytest.raises(ConfigError, match="not 'hubert'" if family != "hubert" else "not 'wavlm'"):
+        SpeechEncoder({"model": "wavlm" if family == "hubert" else "hubert", "path": str(tmp_path)}).shape
+
+
+def test_a_pickled_checkpoint_is_not_loaded(tmp_path):
+    from transformers import HubertConfig, HubertModel
+
+    model = HubertModel(_small(HubertConfig))
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")  # the pickle format of older checkpoints
+    with pytest.raises(ConfigError, match="pickle"):
+        SpeechEncoder({"model": "hubert", "path": str(tmp_path)}).describe()

@@ -286,3 +286,23 @@ def test_cli_errors_are_clear(tmp_path):
     result = runner.invoke(app, ["corpus", "info", "emodb", "--root", str(tmp_path)])
     assert result.exit_code == 2 and "EmoDB" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_temperature_fitted_on_training_speakers_lowers_ece_on_held_out_speakers(egemaps, tmp_path):
+    from serkit.evaluation.metrics import calibration_metrics
+
+    runs = {}
+    for calibrate in ("true", "false"):
+        recipe = resolve_recipe(egemaps, overrides=["model.name=logistic_regression", f"model.config.calibrate={calibrate}"])
+        runs[calibrate] = run_experiment(recipe, tmp_path / calibrate, progress=False)
+    calibrated, raw = (json.loads((runs[c] / "metrics.json").read_text()) for c in ("true", "false"))
+    pred = read_predictions(runs["true"] / "predictions.csv")
+    labels = calibrated["labels"]
+    y = pred["true"].map({lab: k for k, lab in enumerate(labels)}).to_numpy()
+    assert calibrated["calibration"] == calibration_metrics(pred[[f"p_{lab}" for lab in labels]].to_numpy(), y)
+    assert raw["ua"] == pytest.approx(calibrated["ua"])  # scaling never changes a decision
+    # Every test utterance is from a speaker the temperature never saw (it was fitted on the
+    # training speakers' out-of-fold logits); raw logistic regression is overconfident there.
+    assert calibrated["calibration"]["ece"] < raw["calibration"]["ece"]
+    assert calibrated["calibration"]["nll"] < raw["calibration"]["nll"]
+    assert calibrated["calibration"]["mean_confidence"] < raw["calibration"]["mean_confidence"]

@@ -9,22 +9,20 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from plans import plan_of
 from torch import nn
 from typer.testing import CliRunner
 
 from serkit.audio import load_audio
+from serkit.blocks.sequences import length_mask
 from serkit.bundle import load_bundle, save_bundle
 from serkit.cli import app
-from serkit.errors import BundleError
-from serkit.features.normalise import fit_normaliser
-from serkit.export import export_onnx
 from serkit.features import get_extractor
+from serkit.features.normalise import fit_normaliser
 from serkit.inference import DEFAULT_MODEL
 from serkit.models.base import register
-from serkit.blocks.sequences import length_mask
 from serkit.models.network import TorchSERModel
 from serkit.training.trainer import TrainConfig
-from plans import plan_of
 
 
 class TwoInputNet(nn.Module):
@@ -116,11 +114,16 @@ def test_cli_export_matches_pytorch_on_real_features(neural_bundle, emodb_root, 
                                want[2], atol=1e-5)
 
 
-def test_export_refuses_non_neural_bundles(tmp_path):
-    with pytest.raises(BundleError, match="neural models"):
-        export_onnx(DEFAULT_MODEL, tmp_path / "svm.onnx")
+def test_the_shipped_linear_svm_bundle_exports_with_its_standardisation(tmp_path, emodb_file):
+    """The default model (openSMILE functionals + linear SVM): the graph takes raw functionals."""
     result = CliRunner().invoke(app, ["export", str(DEFAULT_MODEL), "--onnx", "--out", str(tmp_path / "x.onnx")])
-    assert result.exit_code == 2 and "linear_svm" in result.output
-    assert not (tmp_path / "x.onnx").exists()
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(DEFAULT_MODEL)
+    session = ort.InferenceSession(str(tmp_path / "x.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["features"]
+    feats = [bundle.features(load_audio(emodb_file).slice(a, a + 1.0)) for a in (0.0, 0.5, 1.0)]
+    (key,) = bundle.plan.outputs
+    raw = np.stack([f[key] for f in feats]).astype(np.float32)
+    np.testing.assert_allclose(session.run(["probabilities"], {"features": raw})[0], bundle.predict(feats), atol=1e-5)
     result = CliRunner().invoke(app, ["export", str(DEFAULT_MODEL)])
     assert result.exit_code == 2 and "--onnx" in result.output

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,7 +76,8 @@ def test_window_spans_refuse_nonsense():
 
 
 @pytest.mark.parametrize("bad", [{"hop": 4.0}, {"window": 0.0}, {"vad_threshold": 1.0}, {"min_silence": -1.0},
-                                 {"window": float("nan")}, {"hop": True}])
+                                 {"window": float("nan")}, {"hop": True}, {"min_confidence": 1.0},
+                                 {"min_confidence": -0.1}, {"adapt": "corpus"}, {"min_batch": 1}])
 def test_inference_config_is_validated(bad):
     with pytest.raises(ConfigError):
         InferenceConfig(**bad)
@@ -105,6 +108,18 @@ def test_timeline_pieces_meet_in_the_middle_of_overlaps_and_merge_within_a_segme
     assert len(unmerged) == 4 and unmerged["start"].tolist() == [0.0, 2.25, 3.75, 8.0]
 
 
+def test_pieces_below_the_confidence_threshold_are_uncertain_and_merge():
+    windows = _windows([
+        (0, 0.0, 3.0, (0.9, 0.1)),
+        (0, 1.5, 4.5, (0.6, 0.4)),
+        (0, 3.0, 6.0, (0.45, 0.55)),
+    ])
+    timeline = timeline_segments(windows, ["a", "b"], min_confidence=0.7)
+    assert timeline["label"].tolist() == ["a", "uncertain"]
+    assert timeline["start"].tolist() == [0.0, 2.25]  # the two unsure pieces merged
+    assert timeline["p_a"].iloc[1] == pytest.approx((0.6 * 1.5 + 0.45 * 2.25) / 3.75)  # probabilities kept
+
+
 # --------------------------------------------------------------------------- voice activity
 
 
@@ -118,9 +133,9 @@ def test_vad_finds_no_speech_in_silence_and_noise():
 
 
 def test_vad_weights_are_checked(monkeypatch):
-    from serkit import inference
+    from serkit import vad
 
-    monkeypatch.setattr(inference, "VAD_SHA256", "0" * 64)
+    monkeypatch.setattr(vad, "VAD_SHA256", "0" * 64)
     with pytest.raises(BundleError, match="SHA-256"):
         SileroVAD()
 
@@ -263,7 +278,8 @@ def test_cli_predict_needs_no_model_and_runs_folders_as_a_batch(emodb_root, conc
     audio, spans = concatenation
     sf.write(folder / "concat.flac", audio.samples[0], RATE)
     (folder / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk")
-    single = emodb_root / "wav" / UTTERANCES[0]
+    single = tmp_path / UTTERANCES[0]
+    single.write_bytes((emodb_root / "wav" / UTTERANCES[0]).read_bytes())
     result = runner.invoke(app, ["predict", str(single), str(folder), "--json", "--out", str(tmp_path / "out")])
     assert result.exit_code == 1, result.output  # the broken file is reported, the others are labelled
     rows = json.loads(result.stdout)
@@ -271,7 +287,9 @@ def test_cli_predict_needs_no_model_and_runs_folders_as_a_batch(emodb_root, conc
     assert by_file[str(single)]["label"] == "anger"
     assert len(by_file[str(folder / "concat.flac")]["speech"]) == len(spans)
     assert "cannot decode" in by_file[str(folder / "broken.wav")]["error"]
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {f"{s}.{e}" for s in ("03a01Wa", "concat") for e in ("csv", "json", "png")}
+    # names keep the path below the folder the inputs share (tmp_path)
+    written = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert written == {f"{s}.{e}" for s in ("03a01Wa", "in/concat") for e in ("csv", "json", "png")}
 
 
 def test_cli_predict_table_and_bad_model(emodb_root, tmp_path):
@@ -280,3 +298,106 @@ def test_cli_predict_table_and_bad_model(emodb_root, tmp_path):
     assert "anger" in result.stdout and "mix" in result.stdout
     result = runner.invoke(app, ["predict", str(emodb_root / "wav" / UTTERANCES[0]), "--model", str(tmp_path)])
     assert result.exit_code == 2 and "no bundle.json" in result.output
+
+
+# --------------------------------------------------------------------------- abstention, adaptation
+
+
+def test_a_window_below_min_confidence_is_uncertain_on_real_speech(recognizer, emodb_root):
+    audio = load_audio(emodb_root / "wav" / "03a01Wa.wav")
+    plain = recognizer.recognize(audio)
+    top = plain.windows[[f"p_{lab}" for lab in recognizer.labels]].max(axis=1).to_numpy()
+    threshold = float(np.round(top.max() + 1e-3, 3))  # just above every window's confidence
+    unsure = recognizer.recognize(audio, InferenceConfig(min_confidence=threshold))
+    assert (unsure.windows["label"] == "uncertain").all() and (unsure.segments["label"] == "uncertain").all()
+    assert unsure.to_dict()["label"] == "uncertain"
+    np.testing.assert_allclose(unsure.windows.filter(like="p_").to_numpy(), plain.windows.filter(like="p_").to_numpy())
+    sure = recognizer.recognize(audio, InferenceConfig(min_confidence=float(top.min()) - 1e-3))
+    assert sure.windows["label"].tolist() == plain.windows["label"].tolist()
+
+
+def _emodb_windows(emodb_root, n):
+    """``n`` whole EmoDB utterances (no VAD) as one batch."""
+    names = sorted(p.name for p in (emodb_root / "wav").glob("*.wav"))[:n]
+    return [load_audio(emodb_root / "wav" / name) for name in names]
+
+
+def test_batch_adaptation_standardises_with_the_batch_features_only(recognizer, emodb_root):
+    from serkit.features.normalise import fit_normaliser
+
+    audios = _emodb_windows(emodb_root, 24)
+    config = InferenceConfig(vad=False, window=30.0, hop=30.0, adapt="batch", min_batch=20)
+    adapted = recognizer.recognize_many(audios, config)
+    bundle = recognizer.bundle
+    feats = [bundle.features(a) for a in audios]
+    raw = {key: np.stack([f[key] for f in feats]) for key in bundle.plan.specs}
+    own = {key: fit_normaliser("global", x).transform(x) for key, x in raw.items()}
+    expected = bundle.model.predict_proba(own)
+    got = np.vstack([t.windows.filter(like="p_").to_numpy() for t in adapted])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    # Order-free, and nothing but the features goes in: the same batch reversed gives the same answers.
+    again = recognizer.recognize_many(audios[::-1], config)
+    np.testing.assert_allclose(np.vstack([t.windows.filter(like="p_").to_numpy() for t in again[::-1]]), got, atol=1e-6)
+    # Below the minimum: training statistics, and a note says so.
+    small = recognizer.recognize_many(audios[:5], config)
+    plain = recognizer.recognize_many(audios[:5], dataclasses.replace(config, adapt="none"))
+    for a, b in zip(small, plain):
+        np.testing.assert_allclose(a.windows.filter(like="p_").to_numpy(), b.windows.filter(like="p_").to_numpy())
+    assert "fewer than 20" in small[0].to_dict()["adaptation"][0]
+
+
+def test_speaker_adaptation_uses_each_speakers_statistics(recognizer, emodb_root):
+    from serkit.features.normalise import fit_normaliser
+
+    audios = _emodb_windows(emodb_root, 30)
+    speakers = [a.path.split("/")[-1][:2] for a in audios]
+    config = InferenceConfig(vad=False, window=30.0, hop=30.0, adapt="speaker", min_batch=3)
+    got = np.vstack([t.windows.filter(like="p_").to_numpy() for t in recognizer.recognize_many(audios, config, speakers)])
+    bundle = recognizer.bundle
+    feats = [bundle.features(a) for a in audios]
+    for spk in set(speakers):
+        rows = [i for i, s in enumerate(speakers) if s == spk]
+        if len(rows) < 3:
+            continue
+        part = {key: np.stack([feats[i][key] for i in rows]) for key in bundle.plan.specs}
+        own = {key: fit_normaliser("global", x).transform(x) for key, x in part.items()}
+        np.testing.assert_allclose(got[rows], bundle.model.predict_proba(own), atol=1e-6)
+
+
+def test_cli_adapts_over_the_files_of_one_call_and_abstains(emodb_root, tmp_path):
+    names = sorted(p.name for p in (emodb_root / "wav").glob("*.wav"))[:24]
+    files = [str(emodb_root / "wav" / n) for n in names]
+    base = ["predict", *files, "--json", "--no-vad", "--window", "30", "--hop", "30"]
+    plain = json.loads(runner.invoke(app, base).stdout)
+    batch = runner.invoke(app, [*base, "--adapt", "batch"])
+    assert batch.exit_code == 0, batch.output
+    adapted = json.loads(batch.stdout)
+    assert [r["file"] for r in adapted] == [r["file"] for r in plain]
+    assert any(a["probabilities"] != p["probabilities"] for a, p in zip(adapted, plain))
+    csv = tmp_path / "speakers.csv"
+    csv.write_text("path,speaker\n" + "".join(f"{f},{Path(f).name[:2]}\n" for f in files[:3]))
+    missing = runner.invoke(app, [*base, "--adapt", "speaker", "--speakers", str(csv)])
+    assert missing.exit_code != 0 and "no speaker for" in " ".join(missing.output.split())
+    unsure = json.loads(runner.invoke(app, [*base, "--min-confidence", "0.999"]).stdout)
+    assert {r["label"] for r in unsure} == {"uncertain"}
+    bad = runner.invoke(app, [*base, "--adapt", "corpus"])
+    assert bad.exit_code != 0 and "adapt must be one of" in " ".join(bad.output.split())
+
+
+def test_the_vad_writes_no_telemetry(tmp_path):
+    # onnxruntime 1.31 writes ~/.cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,onnxruntime.db} when a
+    # session starts unless its telemetry is off; CI=true also turns it off, so the child runs without it.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import numpy as np; from serkit.audio import Audio; from serkit.inference import SileroVAD; "
+            "p = SileroVAD().speech_probabilities(Audio(np.zeros((1, 16000), np.float32), 16000)); print(len(p))")
+    drop = {"CI", "ORT_DISABLE_TELEMETRY", "ORT_RUNNING_UNIT_TESTS", "XDG_CACHE_HOME"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "32"  # the VAD ran: one probability per started 32 ms frame
+    assert not (tmp_path / ".cache" / "Microsoft").exists(), sorted(map(str, tmp_path.rglob("*")))

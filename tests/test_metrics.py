@@ -131,3 +131,18 @@ def test_summarise_folds_mean_and_sample_std():
     assert summarise_folds(folds[:1])["std"]["ua"] is None
     with pytest.raises(ConfigError):
         summarise_folds([])
+
+
+def test_expected_calibration_error_by_hand():
+    from serkit.evaluation.metrics import calibration_metrics
+
+    # confidences 0.9, 0.9 (one right, one wrong) in bin (0.8667, 0.9333]; 0.6 (right) in (0.5333, 0.6]
+    proba = np.array([[0.9, 0.1], [0.1, 0.9], [0.6, 0.4]])
+    y = np.array([0, 0, 0])
+    cal = calibration_metrics(proba, y, n_bins=15)
+    assert cal["ece"] == pytest.approx(2 / 3 * abs(0.5 - 0.9) + 1 / 3 * abs(1.0 - 0.6))
+    assert cal["nll"] == pytest.approx(-(np.log(0.9) + np.log(0.1) + np.log(0.6)) / 3)
+    perfect = calibration_metrics(np.eye(3), np.arange(3))
+    assert perfect["ece"] == 0.0
+    with pytest.raises(ConfigError):
+        calibration_metrics(np.array([[np.nan, 1.0]]), np.array([0]))

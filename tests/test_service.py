@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
+from serkit.errors import ConfigError
 from serkit.inference import Recognizer
 from serkit.service import ServiceLimits, create_app
 
@@ -204,3 +206,242 @@ def test_binds_loopback_by_default():
 
     assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
     assert inspect.signature(serve_command).parameters["host"].default == "127.0.0.1"
+
+
+def test_adaptation_and_abstention_options(client, recognizer, emodb_root):
+    from serkit.audio import load_audio
+    from serkit.inference import InferenceConfig
+
+    # EmoDB utterances one after another (< 30 s): one recording whose windows are the batch.
+    names = sorted(p.name for p in (emodb_root / "wav").glob("*.wav"))[:10]
+    x = np.concatenate([load_audio(emodb_root / "wav" / n).samples[0] for n in names])
+    data = _wav(x)
+    response = _post(client, data, adapt="batch", min_confidence="0.6", min_batch="5")
+    assert response.status_code == 200, response.text
+    config = InferenceConfig(adapt="batch", min_confidence=0.6, min_batch=5)
+    expected = recognizer.recognize(load_audio(io.BytesIO(data)), config).to_dict()
+    assert [w["label"] for w in response.json()["windows"]] == [w["label"] for w in expected["windows"]]
+    assert "uncertain" in {w["label"] for w in expected["windows"]} and not expected["adaptation"]
+    plain = recognizer.recognize(load_audio(io.BytesIO(data))).to_dict()
+    assert [w["probabilities"] for w in plain["windows"]] != [w["probabilities"] for w in expected["windows"]]
+    for bad in ({"adapt": "corpus"}, {"min_confidence": "1.5"}):
+        refused = _post(client, data, **bad)
+        assert refused.status_code == 422 and refused.json()["error"] == "invalid_request"
+
+
+# --------------------------------------------------------------------------- memory, time, token, docs
+
+
+def _worst_upload(emodb_file) -> bytes:
+    """150 s at 192 kHz in 8 channels, the most samples the default limits accept: a real EmoDB
+    utterance (upsampled) at 10 s in channel 1, silence elsewhere; a FLAC of about 0.4 MB."""
+    import soxr
+
+    rate, channels = 192_000, 8
+    speech, native = sf.read(emodb_file, dtype="float32")
+    speech = soxr.resample(speech, native, rate, quality="VHQ")
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", rate, channels, "PCM_16", format="FLAC") as f:
+        for second in range(150):
+            block = np.zeros((rate, channels), np.float32)
+            piece = speech[(second - 10) * rate : (second - 9) * rate] if second >= 10 else speech[:0]
+            block[: len(piece), 0] = piece
+            f.write(block)
+    return buf.getvalue()
+
+
+def test_the_worst_accepted_upload_stays_inside_its_memory_share(recognizer, emodb_file):
+    import dataclasses
+    import tracemalloc
+
+    from serkit.service import check_header, memory_share, recognize_bytes
+
+    limits = ServiceLimits()
+    data = _worst_upload(emodb_file)
+    header = check_header(data, "worst.flac", limits)
+    assert header.frames * header.channels == limits.max_samples  # the most the limits accept
+    recognize_bytes(recognizer, _wav(np.zeros(16000, np.float32)), "warm.wav", limits, recognizer.config, True)  # imports
+    for per_channel in (False, True):
+        config = dataclasses.replace(recognizer.config, per_channel=per_channel)
+        share = memory_share(recognizer, header, limits, config)
+        tracemalloc.start()
+        try:
+            result = recognize_bytes(recognizer, data, "worst.flac", limits, config, plot=True)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert result["label"] == "happiness" and result["segments"][0]["start"] == pytest.approx(10.0, abs=0.3)
+        assert peak <= 4 * share, (per_channel, peak, 4 * share)
+        assert 4 * share <= (30 if not per_channel else 170) * 2**20  # docs/security.md
+        assert share <= limits.memory_samples
+
+
+def test_the_memory_budget_is_shared_between_requests(recognizer, emodb_bytes):
+    import threading
+
+    from serkit.service_http import BudgetTimeout, SampleBudget
+
+    budget = SampleBudget(100)
+    first = budget.hold(60, wait=1)
+    first.__enter__()
+    with pytest.raises(BudgetTimeout), budget.hold(50, wait=0.05):
+        pass
+    threading.Timer(0.2, first.__exit__, (None, None, None)).start()  # another request finishes
+    with budget.hold(50, wait=10):  # waited for it
+        assert budget.used == 50
+    assert budget.used == 0
+    with pytest.raises(ValueError), budget.hold(101, wait=0.05):
+        pass
+    # a recording whose decoding can never fit the service's budget is refused at once
+    small = create_app(recognizer, limits=ServiceLimits(memory_samples=1_000_000))
+    response = _post(TestClient(small), _wav(np.zeros(16000 * 120, np.float32)), "two-minutes.wav")
+    assert response.status_code == 413 and response.json()["error"] == "audio_too_large"
+    assert "budget" in response.json()["message"]
+
+
+def test_a_full_budget_makes_requests_wait_then_answer_busy(recognizer, emodb_bytes, monkeypatch):
+    from serkit import service
+
+    app = create_app(recognizer)
+    http = TestClient(app)
+    monkeypatch.setattr(service, "BUDGET_WAIT_S", 0.2)
+    with app.state.budget.hold(app.state.budget.total, wait=1):
+        response = _post(http, emodb_bytes, "waits.wav")
+    assert response.status_code == 503 and response.json()["error"] == "busy"
+    assert _post(http, emodb_bytes, "after.wav").status_code == 200
+
+
+def test_a_header_with_too_many_samples_is_refused_before_decoding(client):
+    from serkit import service
+
+    limits = ServiceLimits(max_samples=16000 * 10)
+    with pytest.raises(service.ServiceError) as err:
+        service.check_header(_wav(np.zeros((16000 * 6, 2), np.float32)), "stereo.wav", limits)  # 12 s of samples
+    assert err.value.code == "audio_too_large" and "stereo.wav" in err.value.message
+
+
+def test_a_slow_body_is_cut_off(recognizer, emodb_bytes):
+    app = create_app(recognizer, limits=ServiceLimits(body_timeout=0.5))
+
+    async def run() -> httpx.Response:
+        async def trickle():
+            yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.wav\"\r\n\r\n"
+            await asyncio.sleep(5)
+            yield emodb_bytes + b"\r\n--b--\r\n"
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await http.post("/v1/recognize", content=trickle(),
+                                   headers={"content-type": "multipart/form-data; boundary=b"})
+
+    response = asyncio.run(run())
+    assert response.status_code == 408 and response.json()["error"] == "request_timeout"
+
+
+def test_a_token_guards_the_api_but_not_the_page(recognizer, emodb_bytes):
+    http = TestClient(create_app(recognizer, token="s3cret-token"))
+    files = {"file": ("a.wav", emodb_bytes, "audio/wav")}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+        response = http.post("/v1/recognize", files=files, headers=headers)
+        assert response.status_code == 401 and response.json()["error"] == "unauthorized"
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert http.get("/openapi.json").status_code == 401
+    good = {"Authorization": "Bearer s3cret-token"}
+    assert http.post("/v1/recognize", files=files, headers=good).status_code == 200
+    assert http.get("/").status_code == 200 and http.get("/app.js").status_code == 200
+    assert http.get("/healthz").json() == {"status": "ok", "token_required": True}  # nothing about the model
+    assert http.get("/healthz", headers=good).json()["model"]["labels"][0] == "anger"
+    with pytest.raises(ConfigError, match="empty"):
+        create_app(recognizer, token=" ")
+
+
+def test_answers_show_no_paths_or_python_objects(client, recognizer):
+    health = client.get("/healthz").json()
+    assert health["model"]["name"] == "default_model"
+    assert str(recognizer.bundle.path) not in json.dumps(health) and "/" not in json.dumps(health["model"])
+    message = _post(client, b"\x00\x01 not audio" * 40, "junk.wav").json()["message"]
+    assert message.startswith("junk.wav: cannot decode audio") and " at 0x" not in message and "<_io" not in message
+
+
+def test_docs_are_served_offline(client):
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "/v1/recognize" in page.text and "per_channel" in page.text
+    assert "<script" not in page.text and not re.search(r"(src|href)=\"(https?:)?//", page.text)
+    assert client.get("/redoc").status_code == 404
+
+
+def test_serve_sets_timeouts_and_warns_on_an_open_bind_without_a_token(recognizer, monkeypatch, caplog):
+    import uvicorn
+
+    from serkit import service
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(service, "create_app", lambda *a, **kw: object())
+    with caplog.at_level("WARNING", logger="serkit.service"):
+        service.serve(host="0.0.0.0", limits=ServiceLimits(keep_alive_timeout=7))
+    assert calls[-1]["timeout_keep_alive"] == 7 and calls[-1]["limit_concurrency"] == 64
+    assert calls[-1]["http"].__name__ == "HeadTimeout"
+    assert "without a token" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="serkit.service"):
+        service.serve(host="0.0.0.0", token="t")
+        service.serve(host="127.0.0.1")
+        service.serve(host="::1")
+    assert "without a token" not in caplog.text
+
+
+def test_cli_serve_takes_the_token_from_the_environment(monkeypatch):
+    from typer.testing import CliRunner
+
+    from serkit import service
+    from serkit.cli import app
+
+    seen = {}
+    monkeypatch.setattr(service, "serve", lambda model, **kw: seen.update(kw))
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"], env={"SERKIT_TOKEN": "from-env"})
+    assert result.exit_code == 0, result.output
+    assert seen["token"] == "from-env" and seen["host"] == "0.0.0.0"
+
+
+def test_a_client_that_trickles_its_headers_is_disconnected(recognizer):
+    import socket
+    import threading
+
+    import uvicorn
+
+    from serkit.service_http import head_timeout_protocol
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(create_app(recognizer), host="127.0.0.1", port=port, log_level="warning",
+                            http=head_timeout_protocol(0.5))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.1)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200  # whole heads pass
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"POST /v1/recognize HTTP/1.1\r\nHost: x\r\n")  # ... and the rest never comes
+            assert slow.recv(1024) == b""  # closed by the server, not by our 10 s timeout
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as kept:  # a second request on a kept connection
+            kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"}}"):  # the whole answer: headers, then the JSON body
+                answer += kept.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200")
+            kept.sendall(b"GET /healthz HTTP/1.1\r\n")
+            time.sleep(0.2)
+            kept.sendall(b"Host: x\r\n")  # trickling, so the keep-alive timer is not what closes it
+            assert kept.recv(1024) == b""
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

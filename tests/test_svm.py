@@ -184,3 +184,18 @@ def test_select_windows_try_runs_of_adjacent_blocks():
     np.testing.assert_array_equal(model.columns_, np.arange(3, 9))
     with pytest.raises(ConfigError, match="windows"):
         LinearSVM({"windows": [0]})
+
+
+def test_inner_folds_group_speakers_into_k_disjoint_folds():
+    from sklearn.model_selection import GroupKFold
+
+    X, y, groups = _blobs(spread=2.5, n_speakers=6)
+    model = LinearSVM({"C": (1e-3, 1.0), "inner_folds": 3}).fit({"f": X}, y, labels=["a", "b", "c"], groups=groups)
+    for C in (1e-3, 1.0):
+        pred = np.empty_like(y)
+        for train, test in GroupKFold(n_splits=3).split(X, groups=groups):
+            assert not set(groups[train]) & set(groups[test])
+            pred[test] = SVC(kernel="linear", C=C, class_weight="balanced", break_ties=True).fit(X[train], y[train]).predict(X[test])
+        assert model.inner_ua_[None, C] == pytest.approx(balanced_accuracy_score(y, pred), abs=1e-12)
+    with pytest.raises(ConfigError, match="inner_folds"):
+        LinearSVM({"inner_folds": 1})

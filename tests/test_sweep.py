@@ -146,11 +146,13 @@ def test_a_run_another_process_holds_is_left_to_it(corpus, cache, tmp_path):
     sweep = load_sweep(write_sweep(tmp_path, corpus, tmp_path / "out"), overrides=sweep_args(cache))
     held = sweep.runs[1]
     held.out_dir.parent.mkdir(parents=True)
-    with open(held.out_dir.with_name(f".{held.name}.lock"), "a") as handle:
+    with open(held.out_dir.with_name(f"{held.name}.lock"), "w") as handle:  # as serkit.io.output_lock holds it
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        handle.write("4242\n")
+        handle.flush()
         report = run_sweep(sweep, only=[sweep.runs[0].name, held.name], progress=False)
     assert [o.status for o in report.outcomes] == ["ran", "busy"] and held.name in report.missing
-    assert not held.out_dir.exists()
+    assert "process 4242" in report.outcomes[1].message and not held.out_dir.exists()
 
 
 def test_shipped_sweep_files_resolve(monkeypatch):

@@ -10,7 +10,8 @@ speaker         str     speaker id, corpus-prefixed where ids are bare numbers
 session         str     recording session (IEMOCAP ``Ses01``…); the speaker where a
                         corpus has no sessions
 gender          str     ``"f"``, ``"m"`` or ``""`` when unknown
-label           str     emotion in serkit's vocabulary (:data:`EMOTIONS`)
+label           str     emotion in serkit's vocabulary (:data:`EMOTIONS`), mapped from the
+                        corpus's codes by :mod:`serkit.corpora.vocabulary`
 duration        float   seconds, read from the file header (NaN if unreadable)
 ==============  ======  ==========================================================
 
@@ -28,14 +29,12 @@ from typing import Any, ClassVar
 import pandas as pd
 import soundfile as sf
 
+from serkit.corpora.vocabulary import EMOTIONS
 from serkit.errors import CorpusError
 from serkit.registry import Registry
 
 COLUMNS = ("utterance_id", "path", "speaker", "session", "gender", "label", "duration")
 
-#: serkit's emotion vocabulary. Corpus codes map into it (EMOVO ``gio`` "joy" -> ``happiness``,
-#: IEMOCAP ``exc`` -> ``happiness`` in the 4-class protocol) so corpora can be pooled.
-EMOTIONS = ("anger", "boredom", "calm", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ class Corpus(ABC):
     """A corpus adapter. Subclasses set ``name``, ``labels`` and implement :meth:`scan`."""
 
     name: ClassVar[str]
-    #: The label set in a fixed order (the order reports use).
+    #: The label set in a fixed order (the order reports use): :data:`EMOTIONS` order.
     labels: ClassVar[tuple[str, ...]]
     #: One line on where the corpus comes from and its licence, for ``serkit corpus info``.
     citation: ClassVar[str] = ""

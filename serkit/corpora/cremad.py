@@ -24,9 +24,10 @@ import pandas as pd
 
 from serkit.corpora._files import audio_files, parse_options, require_count, row, table
 from serkit.corpora.base import Corpus, register
+from serkit.corpora.vocabulary import codes, in_vocabulary_order
 from serkit.errors import CorpusError, UnknownLabelError
 
-CODES = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happiness", "NEU": "neutral", "SAD": "sadness"}
+CODES = codes("cremad")
 SENTENCES = ("IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI")
 LEVELS = ("LO", "MD", "HI", "XX")
 ACTORS = tuple(str(i) for i in range(1001, 1092))
@@ -54,7 +55,7 @@ class CremaD(Corpus):
     """
 
     name = "cremad"
-    labels = ("anger", "disgust", "fear", "happiness", "neutral", "sadness")
+    labels = in_vocabulary_order(CODES.values())
     citation = (
         "Cao, Cooper, Keutmann, Gur, Nenkova, Verma: CREMA-D: Crowd-sourced Emotional Multimodal Actors "
         "Dataset, IEEE Trans. Affective Computing 5(4), 2014. Open Database License; cite the paper."

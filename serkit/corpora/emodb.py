@@ -21,18 +21,11 @@ import pandas as pd
 
 from serkit.corpora._files import audio_files, parse_options, require_count, row, show, table
 from serkit.corpora.base import Corpus, register
+from serkit.corpora.vocabulary import codes, in_vocabulary_order
 from serkit.errors import CorpusError, UnknownLabelError
 
 #: Emotion code -> serkit label (W Wut, L Langeweile, E Ekel, A Angst, F Freude, T Trauer, N neutral).
-CODES = {
-    "W": "anger",
-    "L": "boredom",
-    "E": "disgust",
-    "A": "fear",
-    "F": "happiness",
-    "T": "sadness",
-    "N": "neutral",
-}
+CODES = codes("emodb")
 #: Speaker id -> sex, from the corpus documentation's speaker table.
 SPEAKERS = {"03": "m", "08": "f", "09": "f", "10": "m", "11": "m", "12": "m", "13": "f", "14": "f", "15": "m", "16": "f"}
 TEXTS = ("a01", "a02", "a04", "a05", "a07", "b01", "b02", "b03", "b09", "b10")
@@ -58,7 +51,7 @@ class EmoDB(Corpus):
     """
 
     name = "emodb"
-    labels = ("anger", "boredom", "disgust", "fear", "happiness", "neutral", "sadness")
+    labels = in_vocabulary_order(CODES.values())
     citation = (
         "Burkhardt, Paeschke, Rolfes, Sendlmeier, Weiss: A Database of German Emotional Speech, "
         "Interspeech 2005. Free for research use; cite the paper."

@@ -30,17 +30,10 @@ from serkit.corpora._files import (
     table,
 )
 from serkit.corpora.base import Corpus, register
+from serkit.corpora.vocabulary import codes, in_vocabulary_order
 from serkit.errors import CorpusError, UnknownLabelError
 
-CODES = {
-    "rab": "anger",
-    "dis": "disgust",
-    "pau": "fear",
-    "gio": "happiness",
-    "neu": "neutral",
-    "tri": "sadness",
-    "sor": "surprise",
-}
+CODES = codes("emovo")
 SPEAKERS = ("f1", "f2", "f3", "m1", "m2", "m3")
 SENTENCES = ("b1", "b2", "b3", "d1", "d2", "l1", "l2", "l3", "l4", "n1", "n2", "n3", "n4", "n5")
 N_FILES = 588
@@ -66,7 +59,7 @@ class EMOVO(Corpus):
     """
 
     name = "emovo"
-    labels = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
+    labels = in_vocabulary_order(CODES.values())
     citation = (
         "Costantini, Iaderola, Paoloni, Todisco: EMOVO Corpus: an Italian Emotional Speech Database, "
         "LREC 2014. Released by Fondazione Ugo Bordoni for research; cite the paper."

@@ -32,12 +32,13 @@ import pandas as pd
 
 from serkit.corpora._files import parse_options, require_count, row, show, table
 from serkit.corpora.base import Corpus, register
+from serkit.corpora.vocabulary import LABEL_TABLE, codes, in_vocabulary_order
 from serkit.errors import ConfigError, CorpusError, UnknownLabelError
 
 #: Every category the evaluation files use.
-CATEGORIES = ("neu", "ang", "sad", "hap", "exc", "fru", "sur", "fea", "dis", "oth", "xxx")
+CATEGORIES = tuple(row.code for row in LABEL_TABLE["iemocap"])
 #: The 4-class protocol: category -> serkit label (the others are dropped).
-FOUR_CLASS = {"neu": "neutral", "ang": "anger", "sad": "sadness", "hap": "happiness", "exc": "happiness"}
+FOUR_CLASS = {code: codes("iemocap")[code] for code in ("neu", "ang", "sad", "hap", "exc")}
 SESSIONS = tuple(f"Session{i}" for i in range(1, 6))
 N_FOUR_CLASS = 5531
 
@@ -65,7 +66,7 @@ class IEMOCAP(Corpus):
     """
 
     name = "iemocap"
-    labels = ("anger", "happiness", "neutral", "sadness")
+    labels = in_vocabulary_order(FOUR_CLASS.values())
     citation = (
         "Busso et al.: IEMOCAP: Interactive emotional dyadic motion capture database, Language Resources "
         "and Evaluation 42(4), 2008. Licensed by USC SAIL on request; not redistributable."

@@ -35,18 +35,10 @@ from serkit.corpora._files import (
     table,
 )
 from serkit.corpora.base import Corpus, register
+from serkit.corpora.vocabulary import codes, in_vocabulary_order
 from serkit.errors import CorpusError, UnknownLabelError
 
-CODES = {
-    "01": "neutral",
-    "02": "calm",
-    "03": "happiness",
-    "04": "sadness",
-    "05": "anger",
-    "06": "fear",
-    "07": "disgust",
-    "08": "surprise",
-}
+CODES = codes("ravdess")
 ACTORS = tuple(f"{i:02d}" for i in range(1, 25))
 N_FILES = 1440
 PER_ACTOR = 60
@@ -76,7 +68,7 @@ class RAVDESS(Corpus):
     """
 
     name = "ravdess"
-    labels = ("anger", "calm", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
+    labels = in_vocabulary_order(CODES.values())
     citation = (
         "Livingstone & Russo: The Ryerson Audio-Visual Database of Emotional Speech and Song (RAVDESS), "
         "PLoS ONE 13(5), 2018. Licence CC BY-NC-SA 4.0; cite the paper."

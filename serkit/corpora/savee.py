@@ -31,17 +31,10 @@ from serkit.corpora._files import (
     table,
 )
 from serkit.corpora.base import Corpus, register
+from serkit.corpora.vocabulary import codes, in_vocabulary_order
 from serkit.errors import CorpusError, UnknownLabelError
 
-CODES = {
-    "a": "anger",
-    "d": "disgust",
-    "f": "fear",
-    "h": "happiness",
-    "n": "neutral",
-    "sa": "sadness",
-    "su": "surprise",
-}
+CODES = codes("savee")
 #: Sentences per emotion code and speaker (numbered 01..n).
 SENTENCES = {"a": 15, "d": 15, "f": 15, "h": 15, "n": 30, "sa": 15, "su": 15}
 SPEAKERS = ("DC", "JE", "JK", "KL")
@@ -69,7 +62,7 @@ class SAVEE(Corpus):
     """
 
     name = "savee"
-    labels = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
+    labels = in_vocabulary_order(CODES.values())
     citation = (
         "Haq & Jackson: Speaker-Dependent Audio-Visual Emotion Recognition, AVSP 2009 "
         "(Surrey Audio-Visual Expressed Emotion database). Free for research; cite the paper."

@@ -1,7 +1,7 @@
 """TESS, the Toronto Emotional Speech Set (Dupuis & Pichora-Fuller, University of Toronto, 2010).
 
 Two actresses, ``OAF`` (older, aged 64) and ``YAF`` (younger, aged 26), say "Say the word ___"
-with 200 target words (NU-6) in 7 emotions: 2 x 200 x 7 = 2800 files, 24.4 kHz.
+with 200 target words (NU-6) in 7 emotions: 2 x 200 x 7 = 2800 files, 24 414 Hz 16-bit mono.
 
 Accepted layouts:
 
@@ -12,10 +12,22 @@ Accepted layouts:
   means pleasant surprise;
 - flat: ``<root>/<SPK>_<word>_<emo>.wav``.
 
-Emotion codes in file names: ``angry`` anger, ``disgust``, ``fear``, ``happy`` happiness,
-``neutral``, ``ps`` pleasant surprise (serkit's vocabulary: ``surprise``), ``sad`` sadness. Both
-speakers are female; session = speaker. The utterance id is ``<SPK>_<word>_<emo>`` with the word
-in lower case and ``ps`` for pleasant surprise, the same in both layouts.
+Quirks of the real release (``../shared/corpora/fetchable/README.md``), all taken as they are:
+
+- ``OAF_neutral/OA_bite_neutral.wav`` lacks the F of its speaker: a file-name speaker ``OA`` is
+  read as ``OAF`` (utterance id ``OAF_bite_neutral``; a second file of that id is refused as a
+  duplicate). Folder names must still spell ``OAF`` or ``YAF``.
+- ``OAF_Fear/OAF_food_fear.wav`` is recorded at 96 kHz: the table keeps each file's own rate
+  (durations come from the header); extractors resample on purpose, as for every corpus.
+- ``YAF_angry/YAF_germ_angry.wav`` and ``YAF_fear/YAF_neat_fear.wav`` are AIFF files named
+  ``.wav``: soundfile reads a file by its content, not its suffix, so they load like the rest.
+- folder capitalisation varies (above).
+
+Emotion codes in file names (:data:`~serkit.corpora.vocabulary.LABEL_TABLE`): ``angry`` anger,
+``disgust``, ``fear``, ``happy`` happiness, ``neutral``, ``ps`` pleasant surprise (serkit's
+vocabulary: ``surprise``), ``sad`` sadness. Both speakers are female; session = speaker. The
+utterance id is ``<SPK>_<word>_<emo>`` with the word in lower case and ``ps`` for pleasant
+surprise, the same in both layouts.
 """
 
 from __future__ import annotations
@@ -37,23 +49,18 @@ from serkit.corpora._files import (
     table,
 )
 from serkit.corpora.base import Corpus, register
+from serkit.corpora.vocabulary import codes, in_vocabulary_order
 from serkit.errors import CorpusError, UnknownLabelError
 
-CODES = {
-    "angry": "anger",
-    "disgust": "disgust",
-    "fear": "fear",
-    "happy": "happiness",
-    "neutral": "neutral",
-    "ps": "surprise",
-    "sad": "sadness",
-}
+CODES = codes("tess")
 _ALIASES = {"pleasant_surprise": "ps", "pleasant_surprised": "ps"}
 SPEAKERS = ("OAF", "YAF")
+#: Speaker spellings in file names: the two speakers, and ``OA`` of ``OAF_neutral/OA_bite_neutral.wav``.
+FILE_SPEAKERS = {"OAF": "OAF", "YAF": "YAF", "OA": "OAF"}
 N_FILES = 2800
 PER_SPEAKER_EMOTION = 200
 
-_NAME = re.compile(r"^(?P<speaker>[A-Za-z]{3})_(?P<word>[A-Za-z]+)_(?P<emo>[A-Za-z_]+)$")
+_NAME = re.compile(r"^(?P<speaker>[A-Za-z]{2,3})_(?P<word>[A-Za-z]+)_(?P<emo>[A-Za-z_]+)$")
 _FOLDER = re.compile(r"^(?P<speaker>[A-Za-z]{3})_(?P<emo>[A-Za-z_]+)$")
 
 
@@ -72,14 +79,15 @@ class TESS(Corpus):
     Raises (from :meth:`~serkit.corpora.base.Corpus.load`):
         CorpusError: no audio in either layout; both layouts at once; a sub-folder with audio not
             named ``<SPK>_<emotion>``; a file not named ``<SPK>_<word>_<emo>``; a speaker other
-            than OAF/YAF; a file whose speaker or emotion differs from its folder's; wrong
-            counts in strict mode.
+            than OAF/YAF (``OA`` in a file name reads as OAF); a file whose speaker or emotion
+            differs from its folder's; two files of one utterance id; wrong counts in strict
+            mode.
         UnknownLabelError: an emotion (in a file or folder name) outside the seven.
         ConfigError: unknown option.
     """
 
     name = "tess"
-    labels = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
+    labels = in_vocabulary_order(CODES.values())
     citation = (
         "Dupuis & Pichora-Fuller: Toronto Emotional Speech Set (TESS), University of Toronto, 2010. "
         "Licence CC BY-NC-ND 4.0; cite the data set."
@@ -108,8 +116,8 @@ def _row(path: Path, folder: str | None) -> dict[str, Any]:
     m = _NAME.match(path.stem)
     if not m:
         raise CorpusError(f"TESS: {path}: expected a name <SPK>_<word>_<emotion>, e.g. OAF_back_angry.wav")
-    speaker, code = m["speaker"].upper(), _code(m["emo"])
-    if speaker not in SPEAKERS:
+    speaker, code = FILE_SPEAKERS.get(m["speaker"].upper()), _code(m["emo"])
+    if speaker is None:
         raise CorpusError(f"TESS: {path}: speaker {m['speaker']!r} is not one of {SPEAKERS}")
     if code not in CODES:
         raise UnknownLabelError(f"TESS: {path}: unknown emotion {m['emo']!r}; known: {', '.join(CODES)}")

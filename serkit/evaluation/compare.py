@@ -28,6 +28,7 @@ import yaml
 from scipy.stats import binomtest, wilcoxon
 
 from serkit.errors import ConfigError
+from serkit.recipe import corpus_title
 
 #: Resolved-config keys that do not make another system: the seed varies over repeats of one
 #: system, the name is a label, and the cache folder, worker count and cluster never change a result.
@@ -325,7 +326,7 @@ class TableRow:
     Attributes:
         system: the runs' recipe name(s), plus the identity keys that tell it apart from another
             row of the same name (e.g. ``is10_svm [normalisation=speaker]``).
-        corpus: the corpus adapter name.
+        corpus: the corpus adapter name (pooled corpora: their names joined by ``+``).
         runs: the run folders, in the order given.
         seeds: the runs' seeds, ascending.
         ua, wa, macro_f1: pooled metric of each run, summarised over the runs (fractions).
@@ -407,7 +408,7 @@ def _row(label: str, group: list[Run]) -> TableRow:
     walls, cpus, peaks = zip(*costs)
     return TableRow(
         system=label,
-        corpus=str((group[0].config.get("corpus") or {}).get("name", "?")),
+        corpus=corpus_title(group[0].config),
         runs=tuple(run.path for run in group),
         seeds=tuple(sorted(run.seed for run in group)),
         ua=Summary.of([run.metrics["ua"] for run in group]),

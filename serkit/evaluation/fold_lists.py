@@ -45,8 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serkit.corpora.emovo import CODES as EMOVO_CODES
-from serkit.corpora.tess import CODES as TESS_CODES
+from serkit.corpora.vocabulary import codes
 from serkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -86,14 +85,14 @@ DATASETS: dict[str, EmoBoxDataset] = {
         {"anger": "anger", "boredem": "boredom", "disgust": "disgust", "fear": "fear",
          "happy": "happiness", "neutral": "neutral", "sad": "sadness"},
     ),
-    "emovo": EmoBoxDataset("emovo", _same, dict(EMOVO_CODES)),
+    "emovo": EmoBoxDataset("emovo", _same, codes("emovo")),
     "ravdess": EmoBoxDataset(
         "ravdess",
         _same,
         {"Neutral": "neutral", "Calm": "calm", "Happy": "happiness", "Sad": "sadness", "Angry": "anger",
          "Fearful": "fear", "Disgust": "disgust", "Surprised": "surprise"},
     ),
-    "tess": EmoBoxDataset("tess", _hyphens_to_underscores, dict(TESS_CODES)),
+    "tess": EmoBoxDataset("tess", _hyphens_to_underscores, codes("tess")),
 }  # fmt: skip
 
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")

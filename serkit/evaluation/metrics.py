@@ -16,7 +16,8 @@ Definitions (``labels`` fixes the class order; ``support`` = number of true samp
   rows stay 0), rows = true class, columns = predicted class.
 
 :func:`detection_metrics` gives MSIR's speech-emotion-*detection* view (Fig. 4): each emotion
-against the rest as a binary task.
+against the rest as a binary task. :func:`calibration_metrics` says how far the probabilities
+can be trusted: expected calibration error (ECE) and negative log-likelihood.
 """
 
 from __future__ import annotations
@@ -190,3 +191,41 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     out = np.zeros(num.shape, dtype=np.float64)
     np.divide(num, den, out=out, where=den != 0)
     return out
+
+
+def calibration_metrics(proba: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -> dict[str, Any]:
+    """Expected calibration error and negative log-likelihood of class probabilities.
+
+    ECE (Guo et al., "On calibration of modern neural networks", ICML 2017, Sec. 2, eq. 3; Naeini
+    et al., AAAI 2015): the predictions are binned by their confidence ``max_k p_k`` into
+    ``n_bins`` equal-width bins of (0, 1]; ``ECE = sum_b |B_b| / n * |acc(B_b) - conf(B_b)|``,
+    where ``acc`` is the fraction of correct predictions in the bin and ``conf`` its mean
+    confidence. 0 is perfectly calibrated.
+
+    Args:
+        proba: ``(n, K)`` probabilities (rows sum to one).
+        y_true: ``(n,)`` integer class indices into the columns of ``proba``.
+        n_bins: number of confidence bins.
+
+    Returns:
+        ``{"ece", "nll", "mean_confidence", "n_bins"}`` (``nll``: mean ``-log p_true``, with
+        ``p`` clipped at 1e-12).
+
+    Raises:
+        ConfigError: shapes disagree, no rows, or a probability outside [0, 1] or NaN.
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    y_true = np.asarray(y_true)
+    if proba.ndim != 2 or len(proba) == 0 or y_true.shape != (len(proba),):
+        raise ConfigError(f"calibration_metrics: need (n, K) probabilities and (n,) targets, got {proba.shape}, {y_true.shape}")
+    if not np.all((proba >= 0) & (proba <= 1)):
+        raise ConfigError("calibration_metrics: probabilities must lie in [0, 1] (no NaN)")
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    ece = 0.0
+    for b in np.unique(bins):
+        members = bins == b
+        ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    nll = -np.mean(np.log(np.clip(proba[np.arange(len(y_true)), y_true], 1e-12, None)))
+    return {"ece": float(ece), "nll": float(nll), "mean_confidence": float(confidence.mean()), "n_bins": n_bins}

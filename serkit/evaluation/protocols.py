@@ -22,7 +22,14 @@ train, test[, valid]}``   line (blank lines and ``#`` comments ignored)
 ``{name: emobox,          EmoBox's own folds (Ma et al., Interspeech 2024): ``folder`` is EmoBox's
 folder}``                 ``data/<dataset>`` with ``fold_<k>/`` lists, read by
                           :mod:`serkit.evaluation.fold_lists`; speaker-dependent where its lists are
+``{name:                  cross-corpus: one fold per corpus of a pooled table (recipe key
+leave_one_corpus_out}``   ``corpora``, :mod:`serkit.corpora.pool`), trained on the other corpora
 ========================  =====================================================================
+
+``leave_one_corpus_out`` needs the ``corpus`` column of a pooled table and at least two corpora;
+it refuses a fold whose held-out corpus has a class no other corpus has (nothing could learn it:
+restrict the classes with the recipe key ``labels``). Over a pooled table, ``loso`` is
+leave-one-speaker-out over the speakers of every corpus (speaker ids carry their corpus name).
 
 Every protocol takes ``valid``: ``{speakers: n}`` or ``{fraction: f}`` (share of the fold's
 training speakers, rounded, at least one) with an optional ``seed`` (default 0). The validation
@@ -53,7 +60,7 @@ from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedKFol
 from serkit.errors import ConfigError
 from serkit.evaluation.fold_lists import read_emobox_folds
 
-PROTOCOLS = ("loso", "loso_session", "lkgo", "predefined", "kfold", "emobox")
+PROTOCOLS = ("loso", "loso_session", "lkgo", "predefined", "kfold", "emobox", "leave_one_corpus_out")
 
 SPEAKER_DEPENDENT_WARNING = (
     "SPEAKER-DEPENDENT: test speakers also appear in training; results are not comparable "
@@ -67,6 +74,7 @@ _OPTIONS = {
     "predefined": {"valid", "train", "test"},
     "kfold": {"valid", "k", "seed"},
     "emobox": {"valid", "folder"},
+    "leave_one_corpus_out": {"valid"},
 }
 
 
@@ -157,9 +165,11 @@ def make_folds(table: pd.DataFrame, spec: dict[str, Any] | str) -> Protocol:
 
     Raises:
         ConfigError: unknown protocol or option, bad option value, fewer than 2 speakers
-            (sessions, groups) to split, unknown or overlapping ids in ``predefined``, or fold
-            lists ``emobox`` cannot match to the table
-            (:func:`~serkit.evaluation.fold_lists.read_emobox_folds`).
+            (sessions, groups, corpora) to split, unknown or overlapping ids in ``predefined``,
+            fold lists ``emobox`` cannot match to the table
+            (:func:`~serkit.evaluation.fold_lists.read_emobox_folds`), or for
+            ``leave_one_corpus_out`` a table without a ``corpus`` column or a held-out corpus
+            with a class the others lack.
     """
     if isinstance(spec, str):
         spec = {"name": spec}
@@ -182,6 +192,7 @@ def make_folds(table: pd.DataFrame, spec: dict[str, Any] | str) -> Protocol:
         "predefined": _predefined,
         "kfold": _kfold,
         "emobox": _emobox,
+        "leave_one_corpus_out": _leave_one_corpus_out,
     }
     folds, resolved = builders[name](table, speakers, options)
 
@@ -362,6 +373,23 @@ def _emobox(table: pd.DataFrame, speakers: np.ndarray, options: dict) -> tuple[l
     resolved = {"folder": str(Path(options["folder"]).expanduser()), "dataset": lists.dataset,
                 "sha256": lists.sha256, "n_unlisted": lists.n_unlisted}  # fmt: skip
     return folds, resolved
+
+
+def _leave_one_corpus_out(table: pd.DataFrame, speakers: np.ndarray, options: dict) -> tuple[list[Fold], dict]:
+    if "corpus" not in table.columns:
+        raise ConfigError(
+            "protocol leave_one_corpus_out: the table has no 'corpus' column; pool several corpora (recipe key corpora)"
+        )
+    folds = _leave_one_group_out(table["corpus"].astype(str).to_numpy(dtype=object), "corpus")
+    labels = table["label"].astype(str).to_numpy()
+    for fold in folds:
+        unseen = sorted(set(labels[fold.test]) - set(labels[fold.train]))
+        if unseen:
+            raise ConfigError(
+                f"protocol leave_one_corpus_out: fold {fold.name} tests {unseen}, which no other corpus has; "
+                "keep the classes the corpora share (recipe key labels)"
+            )
+    return folds, {}
 
 
 # --------------------------------------------------------------------------- helpers

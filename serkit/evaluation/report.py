@@ -3,14 +3,18 @@
 :func:`write_run` writes, atomically (see :func:`serkit.io.atomic_directory`)::
 
     <out_dir>/config.yaml       the fully resolved config (yaml.safe_dump; re-runnable)
-    <out_dir>/predictions.csv   one row per test utterance (read back with read_predictions)
+    <out_dir>/predictions.csv   one row per test utterance (read back with read_predictions); a
+                                ``corpus`` column when the corpora were pooled
     <out_dir>/metrics.json      pooled metrics, per-fold metrics, fold mean/std, detection view
     <out_dir>/report.md         researcher-ready summary
     <out_dir>/confusion.png     confusion matrix: counts annotated, colour = row-normalised
 
 Pooled vs fold mean: the top-level ``ua``/``wa``/``macro_f1`` of ``metrics.json`` are computed once
 over all test predictions of all folds together (pooled); ``fold_mean`` holds the mean and sample
-standard deviation of the per-fold values. Papers report either; the report states both.
+standard deviation of the per-fold values. Papers report either; the report states both. With a
+``corpus`` column (pooled corpora, :mod:`serkit.corpora.pool`), ``per_corpus`` holds the metrics of
+each corpus's test utterances and ``corpus_mean`` their mean over corpora: under
+``leave_one_corpus_out`` that is each held-out corpus; under ``loso`` each corpus's speakers.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from serkit.errors import ConfigError
-from serkit.evaluation.metrics import compute_metrics, detection_metrics, summarise_folds
+from serkit.evaluation.metrics import calibration_metrics, compute_metrics, detection_metrics, summarise_folds
 from serkit.io import atomic_directory
 
 #: Required columns of a predictions table, besides one ``p_<label>`` column per label.
@@ -59,7 +63,7 @@ def write_run(
         config: the fully resolved experiment config (plain data; paths, tuples and numpy
             scalars are converted to YAML-safe types).
         predictions: one row per test utterance with columns :data:`PREDICTION_COLUMNS` and
-            ``p_<label>`` (probability, float) for every label.
+            ``p_<label>`` (probability, float) for every label; optionally ``corpus``.
         labels: the class order used in every table and matrix.
         protocol: :meth:`~serkit.evaluation.protocols.Protocol.describe` output (or the
             Protocol itself); add ``"normalisation"`` to it, else it is looked up in
@@ -89,7 +93,8 @@ def write_run(
 
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         (tmp / "config.yaml").write_text(config_text, encoding="utf-8")
-        predictions.loc[:, _prediction_columns(labels)].to_csv(tmp / "predictions.csv", index=False)
+        columns = _prediction_columns(labels) + (["corpus"] if "corpus" in predictions.columns else [])
+        predictions.loc[:, columns].to_csv(tmp / "predictions.csv", index=False)
         (tmp / "metrics.json").write_text(metrics_text, encoding="utf-8")
         (tmp / "report.md").write_text(markdown, encoding="utf-8")
         plot_confusion(tmp / "confusion.png", np.array(metrics["confusion"]["counts"]), labels)
@@ -109,7 +114,9 @@ def run_metrics(
         The pooled :func:`~serkit.evaluation.metrics.compute_metrics` dict plus ``folds`` (per
         fold: ``fold``, ``test_speakers`` and that fold's metrics), ``fold_mean``
         (:func:`~serkit.evaluation.metrics.summarise_folds`), ``detection``, ``protocol``,
-        ``n_utterances``, ``pooling`` (a sentence), and ``failures`` / ``extra`` when given.
+        ``n_utterances``, ``pooling`` (a sentence), ``per_corpus`` (``[{corpus, ...metrics}]``)
+        and ``corpus_mean`` when ``predictions`` has a ``corpus`` column, and ``failures`` /
+        ``extra`` when given.
 
     Raises:
         ConfigError: as in :func:`write_run`.
@@ -138,7 +145,16 @@ def run_metrics(
     )
     metrics["fold_mean"] = summarise_folds(folds)
     metrics["folds"] = folds
+    if "corpus" in predictions.columns:
+        corpus = predictions["corpus"].astype(str)
+        metrics["per_corpus"] = [
+            {"corpus": name, **compute_metrics(rows["true"].astype(str), rows["predicted"].astype(str), labels)}
+            for name, rows in predictions.groupby(corpus, sort=False)
+        ]
+        metrics["corpus_mean"] = summarise_folds(metrics["per_corpus"])
     metrics["detection"] = detection_metrics(true, pred, labels)
+    proba = predictions[[f"p_{lab}" for lab in labels]].to_numpy(dtype=np.float64)
+    metrics["calibration"] = calibration_metrics(proba, np.array([labels.index(t) for t in true]))
     metrics["protocol"] = plain_data(dict(protocol or {}), "protocol")
     metrics["n_utterances"] = int(len(predictions))
     extra = dict(extra or {})
@@ -213,7 +229,7 @@ def render_markdown(metrics: Mapping[str, Any], config: Mapping[str, Any]) -> st
         protocol.get("speaker_independent"), "speaker independence not stated"
     )
     setup = [
-        ("Corpus", _summary(config.get("corpus"))),
+        ("Corpus", _summary(config.get("corpora") or config.get("corpus"))),
         ("Protocol", f"{protocol.get('name', 'unknown')} ({n_folds} folds, {independence})"),
         ("Features", _summary(config.get("features"))),
         ("Normalisation", _summary(protocol.get("normalisation"))),
@@ -236,6 +252,21 @@ def render_markdown(metrics: Mapping[str, Any], config: Mapping[str, Any]) -> st
         f"deviation over the {fm['n_folds']} folds. UA and macro-F1 average over the classes present "
         "in the test labels.\n"
     )
+    if "calibration" in metrics:
+        cal = metrics["calibration"]
+        w(
+            f"\nCalibration of the test probabilities: expected calibration error {_pct(cal['ece'])} % "
+            f"({cal['n_bins']} confidence bins), negative log-likelihood {cal['nll']:.3f}, "
+            f"mean confidence {_pct(cal['mean_confidence'])} %.\n"
+        )
+
+    if "per_corpus" in metrics:
+        w("\n## Per corpus\n\n")
+        rows = [(c["corpus"], str(c["n"]), _pct(c["ua"]), _pct(c["wa"]), _pct(c["macro_f1"])) for c in metrics["per_corpus"]]
+        cm = metrics["corpus_mean"]
+        rows.append(("mean over corpora", "", *(_pct(cm["mean"][k]) for k in ("ua", "wa", "macro_f1"))))
+        w(_table(["corpus", "n", "UA (%)", "WA (%)", "macro-F1 (%)"], rows))
+        w("\nEach corpus's test utterances scored on their own; UA over the classes that corpus has.\n")
 
     w("\n## Per class (one vs rest)\n\n")
     rows = []

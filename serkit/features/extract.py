@@ -11,7 +11,9 @@ named by the SHA-256 of the file's bytes, the extractor's :meth:`~Extractor.desc
 the channel and ``serkit.__version__``. Changing any of them (a config option, the file content
 under the same name, the channel, the package version) misses the cache. Writes go to a
 temporary file in the same folder and are renamed into place (``os.replace``), so a crashed or
-concurrent run never leaves a half-written entry. The folder also holds ``extractor.json``.
+concurrent run never leaves a half-written entry; temporary files a killed run left are removed
+by the next run once older than :data:`serkit.io.STALE_TEMP_S`. The folder also holds
+``extractor.json``.
 
 Batches: an extractor whose :attr:`~Extractor.batch_size` exceeds 1 (a network) gets its files
 in groups: the table's files are ordered by duration (read from their headers), cut into chunks
@@ -54,7 +56,7 @@ from serkit.errors import (
     UnreadableAudioError,
 )
 from serkit.features.base import Extractor, Level
-from serkit.io import atomic_write_bytes, atomic_write_text
+from serkit.io import atomic_write_bytes, atomic_write_text, remove_stale_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -437,6 +439,7 @@ def extract_features(
     if cache_dir is not None:
         folder = cache_folder(cache_dir, extractor)
         folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(folder)  # left by killed runs; a live run's are moments old
         if not (folder / "extractor.json").is_file():
             info = {"extractor": extractor.describe(), "serkit_version": serkit.__version__}
             text = json.dumps(info, indent=2, sort_keys=True, default=str)

@@ -52,8 +52,10 @@ async function recognise(blob, name) {
   const perChannel = $("per-channel").checked;
   say(`Recognising ${name} …`);
   try {
+    const token = $("token").value.trim();
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
     const response = await fetch(`/v1/recognize?plot=true&windows=false&per_channel=${perChannel}`,
-                                 { method: "POST", body: form });
+                                 { method: "POST", body: form, headers });
     const result = await response.json();
     if (!response.ok) {
       say(`Error ${response.status} (${result.error}): ${result.message}`, true);
@@ -134,5 +136,6 @@ $("stop").addEventListener("click", () => {
 });
 
 fetch("/healthz").then((r) => r.json()).then((h) => {
-  $("model").textContent = `${h.model.model}, ${h.model.labels.join(", ")}`;
+  $("auth").hidden = !h.token_required;
+  $("model").textContent = h.model ? `${h.model.model}, ${h.model.labels.join(", ")}` : "shown with the token";
 }).catch(() => { $("model").textContent = "unavailable"; });
