@@ -24,7 +24,8 @@ cluster) and its fraction of the limit ``min(workers, cores)``, and the wall tim
 of ``docs/scaling.md`` predicts for the cluster from the one-process phase (extraction CPU
 seconds, or the folds' CPU seconds placed longest first, plus the client's own seconds and ``o``
 per task) on the cores the other processes left free during the cluster's phase, with measured /
-predicted. The run fails if the cluster's metrics differ from the one process's.
+predicted, and the model's prediction for idle cores. The run fails if the cluster's metrics
+differ from the one process's.
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     for phase, (parallel, serial, n_tasks, folds_cpu) in model.items():
         row = rows[phase]["LocalCluster"]
         row["predicted_s"] = predict(row, parallel, serial, n_tasks, args.workers, cores, o, folds_cpu)
+        row["idle_predicted_s"] = predict({"others": 0.0}, parallel, serial, n_tasks, args.workers, cores, o, folds_cpu)
 
     rows = {"experiment (extraction + folds)": {side: _sum(rows["extraction"][side], rows["folds"][side]) for side in
                                                   ("one process", "LocalCluster")}, **rows}  # fmt: skip
@@ -180,13 +182,15 @@ def main(argv: list[str] | None = None) -> None:
           f"load average {os.getloadavg()[0]:.1f}; {n_files} files, {n_folds} folds")  # fmt: skip
     print(f"per-task overhead: {task['latency_s'] * 1e3:.1f} ms round trip one at a time, "
           f"{o * 1e3:.2f} ms per task with {args.tasks} in flight")
-    print(f"{'phase':16} {'side':13} {'wall_s':>7} {'cpu_s':>7} {'others':>7} {'speed-up':>9} {'of limit':>9} {'predicted_s':>12} {'meas/pred':>10}")
+    print(f"{'phase':31} {'side':13} {'wall_s':>7} {'cpu_s':>7} {'others':>7} {'speed-up':>9} {'of limit':>9} "
+          f"{'predicted_s':>12} {'meas/pred':>10} {'idle: predicted_s':>18}")
     for phase, sides in rows.items():
         for side, row in sides.items():
             speed = sides["one process"]["wall_s"] / row["wall_s"]
             extra = "" if side == "one process" else (
-                f"{speed:>9.2f} {speed / limit:>9.0%} {row['predicted_s']:>12.1f} {row['wall_s'] / row['predicted_s']:>10.2f}")  # fmt: skip
-            print(f"{phase:16} {side:13} {row['wall_s']:>7.1f} {row['cpu_s']:>7.1f} {row['others']:>7.2f} {extra}")
+                f"{speed:>9.2f} {speed / limit:>9.0%} {row['predicted_s']:>12.1f} {row['wall_s'] / row['predicted_s']:>10.2f} "
+                f"{row['idle_predicted_s']:>18.1f}")  # fmt: skip
+            print(f"{phase:31} {side:13} {row['wall_s']:>7.1f} {row['cpu_s']:>7.1f} {row['others']:>7.2f} {extra}")
     print(f"UA {local['ua']:.4f} both ways, every fold's metrics equal")
     if args.json:
         args.json.write_text(json.dumps({"cores": cores, "workers": args.workers, "task": task, "rows": rows}, indent=2))
