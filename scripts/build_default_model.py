@@ -30,6 +30,7 @@ import json
 import time
 from pathlib import Path
 
+from serkit.bundle import load_bundle, save_bundle
 from serkit.experiment import run_experiment, train_bundle
 from serkit.io import atomic_write_text
 from serkit.recipe import load_recipe
@@ -157,8 +158,13 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=REPO / "results" / "default_model")
     ap.add_argument("--baseline", type=Path, help="runs of the previous model on the same folds (same names)")
     ap.add_argument("--out", type=Path, default=REPO / "serkit" / "default_model")
+    ap.add_argument("--reuse-bundle", action="store_true", help="keep a bundle already trained in RUNS/bundle")
+    ap.add_argument("--train-only", action="store_true", help="only train RUNS/bundle (no evaluation, no card)")
     args = ap.parse_args()
     roots = {name: getattr(args, name).resolve() for name in CORPORA}
+    if args.train_only:
+        train_bundle(recipe(roots, []), args.runs / "bundle", progress=False, overwrite=True)
+        return
     metrics = evaluate(roots, args.runs)
     baseline = {}
     if args.baseline is not None:
@@ -166,11 +172,19 @@ def main() -> None:
             if (args.baseline / name / "metrics.json").is_file():
                 baseline[name] = json.loads((args.baseline / name / "metrics.json").read_text())
     started = time.perf_counter()
-    folder = train_bundle(recipe(roots, []), args.out, progress=False, overwrite=True)
+    staged = args.runs / "bundle"
+    if not (args.reuse_bundle and (staged / "bundle.json").is_file()):
+        train_bundle(recipe(roots, []), staged, progress=False, overwrite=True)
     train_s = time.perf_counter() - started
-    bundle = json.loads((folder / "bundle.json").read_text())
-    atomic_write_text(args.runs / "model_card.md", model_card(metrics, bundle, baseline, train_s))
-    print(f"bundle: {folder}\nmodel card: {args.runs / 'model_card.md'}")
+    # The card needs what the fit chose; the bundle's checksum list must include the card, so the
+    # staged bundle is written again with it (same fitted state, read back without pickle).
+    bundle = load_bundle(staged)
+    card = model_card(metrics, bundle.meta, baseline, train_s)
+    save_bundle(args.out, recipe=bundle.meta["recipe"], labels=bundle.labels, plan=bundle.plan, fitted=bundle.fitted,
+                normalisers=bundle.normalisers, model=bundle.model, trained_on=bundle.meta["trained_on"],
+                documents={"README.md": card}, overwrite=True)  # fmt: skip
+    atomic_write_text(args.runs / "model_card.md", card)
+    print(f"bundle: {args.out}\nmodel card: {args.out / 'README.md'}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,33 @@ def audio_files(paths: Sequence[str | Path]) -> tuple[list[tuple[Path, Path]], d
     return found, problems
 
 
+def model_argument(args: Sequence[Path], model: Path | None) -> tuple[Path | None, list[Path]]:
+    """The model bundle and the recordings among ``serkit predict``'s arguments.
+
+    The model is ``model`` (``--model``) when given. Otherwise the first argument is the model
+    only when it is unmistakably a bundle: a folder holding ``bundle.json`` and no audio file at
+    any depth (:data:`AUDIO_SUFFIXES`). A folder holding both is never guessed to be either, so
+    labelling a downloaded folder of recordings never loads a model from it.
+
+    Returns:
+        ``(model or None for the shipped one, the recordings' arguments)``.
+
+    Raises:
+        ConfigError: the first argument holds ``bundle.json`` and audio files, or is a bundle
+            with no recordings after it.
+    """
+    args = [Path(a) for a in args]
+    first = args[0]
+    if model is not None or not (first / "bundle.json").is_file():
+        return model, args
+    if audio_files([first])[0]:
+        raise ConfigError(f"{first} holds a model bundle (bundle.json) and audio files; name the model with "
+                          "--model DIR, or name the recordings themselves")  # fmt: skip
+    if len(args) < 2:
+        raise ConfigError(f"{first} is a model bundle; name the recordings to label after it")
+    return first, args[1:]
+
+
 def output_names(files: Sequence[tuple[Path, Path]]) -> dict[Path, str]:
     """Output name (no extension, ``/``-separated) of each file: see the module docstring.
 
@@ -120,9 +147,9 @@ def label_files(
         prepare_output(out_dir)
     results: list[dict[str, Any]] = []
     errors: dict[Path, str] = {}
-    together: list[tuple[Path, Audio]] = []
+    together: list[Path] = []
 
-    def keep(path: Path, timeline: Timeline, audio: Audio) -> None:
+    def keep(path: Path, timeline: Timeline, audio: Audio | None) -> None:
         if out_dir is not None:
             timeline.write(out_dir, names[path], audio)
         results.append({**timeline.to_dict(), "file": str(path)})
@@ -137,14 +164,14 @@ def label_files(
             advance()
             continue
         if timeline is None:
-            together.append((path, audio))
+            together.append(path)  # decoded again below: the samples of a whole folder are never held
         else:
             keep(path, timeline, audio)  # an OutputError here stops the batch
         advance()
     if not together:
         return results, errors, []
-    group = None if speakers is None else [speakers[path] for path, _ in together]
-    timelines = recognizer.recognize_many([audio for _, audio in together], speakers=group)
-    for (path, audio), timeline in zip(together, timelines, strict=True):
-        keep(path, timeline, audio)
+    group = None if speakers is None else [speakers[path] for path in together]
+    timelines = recognizer.recognize_many((recognizer.load(path) for path in together), speakers=group)
+    for path, timeline in zip(together, timelines, strict=True):
+        keep(path, timeline, recognizer.load(path) if out_dir is not None else None)
     return results, errors, list(timelines[0].adaptation)

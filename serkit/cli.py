@@ -128,6 +128,11 @@ MinConfidenceOpt = Annotated[float, typer.Option(
 AdaptOpt = Annotated[str, typer.Option(
     "--adapt", help="Standardise features with the training statistics (none), those of all windows of the call "
     "(batch), or per speaker (speaker: --speakers, else per channel).")]
+#: ``serkit predict`` and ``serkit serve`` adapt to the batch unless told otherwise: on corpora
+#: the shipped model never heard it beat the training statistics on every corpus but EmoDB
+#: (leave-one-corpus-out, serkit/default_model/README.md); a call below --min-batch windows keeps
+#: the training statistics, so a short clip is labelled as before.
+DEFAULT_ADAPT = "batch"
 MinBatchOpt = Annotated[int, typer.Option("--min-batch", help="Fewest windows a batch or speaker needs to adapt on.")]
 
 
@@ -135,8 +140,8 @@ MinBatchOpt = Annotated[int, typer.Option("--min-batch", help="Fewest windows a 
 def predict(
     files: Annotated[
         list[Path],
-        typer.Argument(help="[MODEL_DIR] then audio files or folders of them (WAV, FLAC, OGG, …).", metavar="[MODEL_DIR] FILE...",
-                       readable=False),
+        typer.Argument(help="[MODEL_DIR] then audio files or folders of them (WAV, FLAC, OGG, …); MODEL_DIR is a folder "
+                            "holding bundle.json and no audio.", metavar="[MODEL_DIR] FILE...", readable=False),
     ],
     model_dir: Annotated[Optional[Path], typer.Option("--model", help="Model bundle folder (default: the shipped model).")] = None,
     out_dir: Annotated[
@@ -150,7 +155,7 @@ def predict(
     per_channel: PerChannelOpt = False,
     no_vad: NoVadOpt = False,
     min_confidence: MinConfidenceOpt = 0.0,
-    adapt: AdaptOpt = "none",
+    adapt: AdaptOpt = DEFAULT_ADAPT,
     min_batch: MinBatchOpt = 20,
     speakers_csv: Annotated[Optional[Path], typer.Option(
         "--speakers", help="CSV with columns path and speaker: the groups of --adapt speaker.")] = None,
@@ -158,22 +163,22 @@ def predict(
 ) -> None:
     """Emotion timelines of recordings of any length. Bad files are reported and skipped (exit code 1).
 
-    The model is ``--model DIR``, or a first argument that is a model bundle folder (it holds
-    ``bundle.json``), or else the model shipped with serkit. Speech is found with voice activity detection and labelled in windows; the overall label is
-    the duration-weighted mean over the speech. A bundle trained with speaker normalisation
-    standardises the windows of each channel of a recording together. An output that cannot
-    be written (not a folder, no permission, disk full) stops the batch (exit code 2); each
-    file's CSV, JSON and PNG are written together or not at all.
+    The model is ``--model DIR``, or a first argument that is unmistakably a model bundle (a
+    folder holding ``bundle.json`` and no audio file; one holding both is refused), or else the
+    model shipped with serkit. Speech is found with voice activity detection and labelled in
+    windows; the overall label is the duration-weighted mean over the speech. A bundle trained
+    with speaker normalisation standardises the windows of each channel of a recording together.
+    An output that cannot be written (not a folder, no permission, disk full) stops the batch
+    (exit code 2); each file's CSV, JSON and PNG are written together or not at all.
     """
     from rich.progress import Progress
 
-    from serkit.batch import audio_files, label_files
+    from serkit.batch import audio_files, label_files, model_argument
     from serkit.inference import Recognizer
 
     _setup_logging(True)
-    if model_dir is None and len(files) > 1 and (files[0] / "bundle.json").is_file():
-        model_dir, files = files[0], files[1:]
     try:
+        model_dir, files = model_argument(files, model_dir)
         config = _inference_config(window, hop, per_channel, no_vad, min_confidence=min_confidence,
                                    adapt=adapt, min_batch=min_batch)  # fmt: skip
         recognizer = Recognizer(model_dir, config)
@@ -266,7 +271,7 @@ def serve(
 
     try:
         limits = ServiceLimits(int(max_upload_mb * 1024 * 1024), max_duration, workers)
-        config = _inference_config(window, hop, False, False)
+        config = _inference_config(window, hop, False, False, adapt=DEFAULT_ADAPT)
         _setup_logging(False)  # the service warns through logging on a non-loopback bind without a token
         console.print(f"serkit: serving on http://{escape(host)}:{port}/ (API docs at /docs)")
         run_service(model_dir, host=host, port=port, limits=limits, config=config, token=token)
@@ -278,7 +283,7 @@ def serve(
 def export(
     model_dir: Annotated[Path, typer.Argument(help="Model bundle folder of a neural or linear model.")],
     onnx: Annotated[bool, typer.Option("--onnx", help="Export the network to ONNX (the only format so far).")] = False,
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default MODEL_DIR/model.onnx).")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default MODEL_DIR.onnx, beside the bundle).")] = None,
     exporter: Annotated[str, typer.Option("--exporter", help="auto (torch.export, else TorchScript), dynamo or torchscript.")] = "auto",
 ) -> None:
     """Export a bundle to ONNX and check it against PyTorch with onnxruntime: a neural model's network, or a

@@ -43,14 +43,14 @@ from serkit.corpora.pool import load_pooled
 from serkit.corpora.vocabulary import select_labels
 from serkit.derived.base import FittedFeature
 from serkit.errors import ConfigError
-from serkit.evaluation.protocols import Fold, make_folds
+from serkit.evaluation.protocols import Fold, check_protocol, make_folds
 from serkit.evaluation.report import plain_data, write_run
 from serkit.features.data import FeatureData, Inputs, take_rows
 from serkit.features.normalise import Normaliser, fit_normaliser
 from serkit.io import atomic_write_bytes, check_output_dir, output_lock
 from serkit.models.base import get_model
 from serkit.pipeline import FeaturePlan
-from serkit.recipe import corpus_title
+from serkit.recipe import corpus_specs, corpus_title
 from serkit.trimming import trim_encoder_layers
 
 log = logging.getLogger(__name__)
@@ -94,19 +94,48 @@ class Dataset:
         )
 
 
+def check_recipe(recipe: dict[str, Any]) -> FeaturePlan:
+    """Build every component a resolved recipe names, so that a bad name, option or value is an
+    error before any audio is read: the corpus adapters (by name), the feature graph (every
+    extractor and derived feature with its config), the model with its config (a score fusion's
+    members too), and the protocol's name and options.
+
+    Returns:
+        The recipe's :class:`~serkit.pipeline.FeaturePlan`.
+
+    Raises:
+        ConfigError: the first component that cannot be built; the message names the recipe
+            key (``corpus``, ``features``, ``model``, ``protocol``) and the option.
+    """
+    steps = (
+        ("corpus", lambda: [get_corpus(spec["name"]) for spec in corpus_specs(recipe)]),
+        ("features", lambda: FeaturePlan(recipe["features"])),
+        ("model", lambda: get_model(recipe["model"]["name"], recipe["model"]["config"])),
+        ("protocol", lambda: check_protocol(recipe["protocol"])),
+    )
+    built = {}
+    for key, build in steps:
+        try:
+            built[key] = build()
+        except ConfigError as exc:
+            raise ConfigError(f"recipe: {key}: {exc}") from exc
+    return built["features"]
+
+
 def prepare_dataset(recipe: dict[str, Any], *, progress: bool = True, runner: Any = None) -> Dataset:
     """Load the recipe's corpus (or pool its ``corpora``), keep the classes of its ``labels``, and
     compute the features that do not depend on a fold.
 
-    Extractors and fixed derived features run here (cached when ``cache_dir`` is set), or as the
-    tasks of ``runner`` (:class:`serkit.cluster.DaskRunner`) when one is given; utterances any of
-    them could not process are dropped and listed in ``failures``.
+    Every component of the recipe is checked first (:func:`check_recipe`). Extractors and fixed
+    derived features run here (cached when ``cache_dir`` is set), or as the tasks of ``runner``
+    (:class:`serkit.cluster.DaskRunner`) when one is given; utterances any of them could not
+    process are dropped and listed in ``failures``.
 
     Raises:
         ConfigError, CorpusError: bad recipe, ``labels`` or corpus folder.
         FeatureError: every utterance failed.
     """
-    plan = FeaturePlan(recipe["features"])
+    plan = check_recipe(recipe)
     if recipe.get("corpora") is not None:
         table, order = load_pooled(recipe["corpora"])
     else:
@@ -424,13 +453,19 @@ def _run_experiment(
 
 
 def train_bundle(
-    recipe: dict[str, Any], out_dir: str | Path, *, progress: bool = True, overwrite: bool = False
+    recipe: dict[str, Any],
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    overwrite: bool = False,
+    documents: dict[str, str] | None = None,
 ) -> Path:
     """Fit a resolved recipe on every usable utterance of its corpus and save a model bundle.
 
     Hyper-parameters the model chooses itself (e.g. the SVM's C) are chosen on
     leave-one-speaker-out folds of the whole corpus; fitted derived features learn from every
-    utterance.
+    utterance. ``documents`` (file name -> text, such as ``README.md``) go into the bundle
+    (:func:`~serkit.bundle.save_bundle`).
 
     Feature extraction runs on the recipe's cluster when it (or ``SERKIT_CLUSTER``) names one; the
     model is fitted here.
@@ -445,10 +480,12 @@ def train_bundle(
     """
     check_output_dir(out_dir, overwrite=overwrite)
     with output_lock(out_dir):
-        return _train_bundle(recipe, out_dir, progress=progress, overwrite=overwrite)
+        return _train_bundle(recipe, out_dir, progress=progress, overwrite=overwrite, documents=documents)
 
 
-def _train_bundle(recipe: dict[str, Any], out_dir: str | Path, *, progress: bool, overwrite: bool) -> Path:
+def _train_bundle(
+    recipe: dict[str, Any], out_dir: str | Path, *, progress: bool, overwrite: bool, documents: dict[str, str] | None
+) -> Path:
     with open_runner(recipe) as runner:
         data = prepare_dataset(recipe, progress=progress, runner=runner)
     speakers = data.speakers
@@ -479,5 +516,6 @@ def _train_bundle(recipe: dict[str, Any], out_dir: str | Path, *, progress: bool
         normalisers=normalisers,
         model=model,
         trained_on=trained_on,
+        documents=documents,
         overwrite=overwrite,
     )

@@ -57,7 +57,8 @@ def export_onnx(
 
     Args:
         model_dir: bundle folder of a neural model (a ``TorchSERModel``).
-        out_file: ONNX file to write (default ``model_dir/model.onnx``).
+        out_file: ONNX file to write (default ``<model_dir>.onnx`` beside the bundle folder: a file
+            added inside a bundle would make it fail its checksum list).
         exporter: ``"dynamo"`` (``torch.export``, PyTorch's default; thorough but slow, about a
             minute on two busy cores), ``"torchscript"`` (the older tracing exporter, seconds) or
             ``"auto"`` (dynamo, falling back to TorchScript if it fails).
@@ -83,7 +84,8 @@ def export_onnx(
     bundle = load_bundle(model_dir)
     model = bundle.model
     if bundle.meta["model"]["name"] in LINEAR_MODELS:
-        return _export_linear(bundle, Path(out_file or Path(model_dir) / "model.onnx"), exporter, tolerance)
+        target = Path(out_file) if out_file else Path(model_dir).with_name(Path(model_dir).name + ".onnx")
+        return _export_linear(bundle, target, exporter, tolerance)
     if not isinstance(model, TorchSERModel):
         raise BundleError(
             f"{model_dir}: ONNX export is for neural models (TorchSERModel) and linear models "
@@ -109,7 +111,7 @@ def export_onnx(
     batch_dim = torch.export.Dim("batch", min=1)
     frame_dims = {k: torch.export.Dim(f"{k}_frames", min=1) for k in names if batch[k].ndim == 3}
     shapes = tuple({0: batch_dim, 1: frame_dims[k]} if k in frame_dims else {0: batch_dim} for k in names)
-    target = Path(out_file or Path(model_dir) / "model.onnx")
+    target = Path(out_file) if out_file else Path(model_dir).with_name(Path(model_dir).name + ".onnx")
     tries = {"auto": (True, False), "dynamo": (True,), "torchscript": (False,)}[exporter]
     used, errors = None, []
     with tempfile.TemporaryDirectory() as scratch:
@@ -161,9 +163,11 @@ def export_onnx(
 def _export_linear(bundle: Any, target: Path, exporter: str, tolerance: float) -> dict[str, Any]:
     """:func:`export_onnx` of a linear-model bundle (:mod:`serkit.export_linear`)."""
     import onnx
-    import onnxruntime as ort
     import torch
 
+    from serkit.onnx_runtime import import_onnxruntime
+
+    ort = import_onnxruntime()
     module, args, axes, name = linear_graph(bundle)
     tries = {"auto": (False, True), "dynamo": (True,), "torchscript": (False,)}[exporter]
     used, errors = None, []

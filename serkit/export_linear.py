@@ -42,11 +42,11 @@ def _linear_head(bundle: Any, key: str) -> Any:
     mean = np.zeros(dim) if norm.mode == "none" else norm.mean_
     std = np.ones(dim) if norm.mode == "none" else norm.std_
     columns = np.arange(dim) if model.columns_ is None else np.asarray(model.columns_)
-    est, n_classes = model.svm_, len(model.labels_)
-    if list(est.classes_) != list(range(n_classes)):
-        raise BundleError(f"{bundle.path}: the classifier was fitted on classes {list(est.classes_)} of {n_classes}")
-    weights = torch.tensor(np.asarray(est.coef_, dtype=np.float64), dtype=torch.float32)
-    bias = torch.tensor(np.asarray(est.intercept_, dtype=np.float64), dtype=torch.float32)
+    est, n_classes = model.svm_, len(model.labels_)  # serkit.models.svm.LinearArrays
+    if list(est.classes) != list(range(n_classes)):
+        raise BundleError(f"{bundle.path}: the classifier was fitted on classes {list(est.classes)} of {n_classes}")
+    weights = torch.tensor(est.coef, dtype=torch.float32)
+    bias = torch.tensor(est.intercept, dtype=torch.float32)
     pairs = [(i, j) for i in range(n_classes) for j in range(i + 1, n_classes)]
     svm = bundle.meta["model"]["name"] == "linear_svm"
     if svm and n_classes > 2:

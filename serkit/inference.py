@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -356,13 +356,15 @@ class Recognizer:
         return self.recognize_many([audio], config)[0]
 
     def recognize_many(
-        self, audios: Sequence[Audio], config: InferenceConfig | None = None, speakers: Sequence[str] | None = None
+        self, audios: Iterable[Audio], config: InferenceConfig | None = None, speakers: Sequence[str] | None = None
     ) -> list[Timeline]:
         """:meth:`recognize` of several recordings, labelled together so that adaptation
         (``config.adapt``) can use all their windows: ``"batch"`` standardises every window of
         every recording with their joint statistics, ``"speaker"`` per speaker (``speakers``,
         one per recording, e.g. a manifest column; default: each recording's channel names).
-        What adaptation did is in each timeline's ``adaptation``.
+        What adaptation did is in each timeline's ``adaptation``. ``audios`` may be a generator:
+        each recording is read once and only its windows' features are kept, so memory does
+        not grow with the recordings' length.
 
         Raises:
             As :meth:`recognize`; ConfigError: ``speakers`` of the wrong length.
@@ -370,10 +372,10 @@ class Recognizer:
         cfg = config or self.config
         if cfg.vad and self.vad is None:
             self.vad = shared_vad()
-        if speakers is not None and len(speakers) != len(audios):
-            raise ConfigError(f"recognize_many: {len(speakers)} speakers for {len(audios)} recordings")
         collected, windows, feats, groups = [], [], [], []
         for i, audio in enumerate(audios):
+            if speakers is not None and i >= len(speakers):
+                raise ConfigError(f"recognize_many: {len(speakers)} speakers for more recordings")
             parts = split_channels(audio, cfg.per_channel)
             speech_rows, rows = [], []
             for name, part in parts:
@@ -389,14 +391,17 @@ class Recognizer:
                             windows = []
                         # a speaker-normalised bundle standardises each channel of a recording on its own
                         groups.append(speakers[i] if speakers is not None else f"{i}:{name}")
-            collected.append((audio, parts, speech_rows, rows))
+            # what the timeline needs of the recording, not its samples (memory stays bounded)
+            collected.append(((audio.duration, audio.sample_rate, audio.path, [name for name, _ in parts]), speech_rows, rows))
+        if speakers is not None and len(speakers) != len(collected):
+            raise ConfigError(f"recognize_many: {len(speakers)} speakers for {len(collected)} recordings")
         proba, adapted = np.zeros((0, len(self.labels))), None
         feats += self.bundle.features_many(windows) if windows else []
         if feats:
             proba, adapted = self.bundle.predict_adapted(feats, groups, cfg.adapt, cfg.min_batch)
         prob_cols = [f"p_{lab}" for lab in self.labels]
         timelines, at = [], 0
-        for audio, parts, speech_rows, rows in collected:
+        for (duration, sample_rate, path, channels), speech_rows, rows in collected:
             for row, p in zip(rows, proba[at : at + len(rows)]):
                 row["label"] = decide(p, self.labels, cfg.min_confidence)
                 row.update(zip(prob_cols, p.tolist()))
@@ -404,14 +409,14 @@ class Recognizer:
             windows = pd.DataFrame(rows, columns=["channel", "segment", "start", "end", "label", *prob_cols])
             timelines.append(Timeline(
                 labels=list(self.labels),
-                duration=audio.duration,
-                sample_rate=audio.sample_rate,
-                channels=[name for name, _ in parts],
+                duration=duration,
+                sample_rate=sample_rate,
+                channels=channels,
                 speech=pd.DataFrame(speech_rows, columns=["channel", "segment", "start", "end"]),
                 windows=windows,
                 segments=timeline_segments(windows, self.labels, merge=cfg.merge, min_confidence=cfg.min_confidence),
                 config=cfg,
-                source=audio.path,
+                source=path,
                 adaptation=[] if adapted is None else list(adapted.notes),
             ))  # fmt: skip
         return timelines

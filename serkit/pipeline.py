@@ -49,7 +49,7 @@ from serkit.errors import ConfigError, FeatureError
 from serkit.features import extract_features, get_extractor
 from serkit.features.base import Extractor
 from serkit.features.data import FeatureData, FeatureSpec, n_rows, take_rows
-from serkit.features.extract import Channel, progress_bar, select_channel
+from serkit.features.extract import Channel, check_channel, progress_bar, select_channel
 from serkit.features.layout import Layout
 from serkit.io import atomic_write_bytes
 
@@ -129,6 +129,7 @@ class FeaturePlan:
             out = derived.bind({name: self.nodes[name].spec for name in inputs})
             return Node(key, out, derived=derived, inputs=inputs)
         extractor = get_extractor(spec["extractor"], spec.get("config"))
+        check_channel(spec.get("channel", "downmix"))
         out = FeatureSpec(extractor.level, extractor.layout, extractor.frame_shift, source=extractor.describe())
         return Node(key, out, extractor=extractor, channel=spec.get("channel", "downmix"))
 

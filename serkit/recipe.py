@@ -256,6 +256,8 @@ def _read_mapping(path: Path) -> dict[str, Any]:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read recipe ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(raw, Mapping):
@@ -264,10 +266,12 @@ def _read_mapping(path: Path) -> dict[str, Any]:
 
 
 def _check_corpus(spec: Any, where: str) -> None:
-    if not isinstance(spec, dict) or not spec.get("name"):
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
         raise ConfigError(f"recipe: {where} needs a name")
     if not spec.get("root"):
         raise ConfigError(f"recipe: {where} {spec['name']!r} needs a root folder (--root PATH)")
+    if not isinstance(spec["root"], str):
+        raise ConfigError(f"recipe: {where}.root must be a folder path, got {spec['root']!r}")
     extra = sorted(set(spec) - CORPUS_KEYS)
     if extra:
         raise ConfigError(f"recipe: {where} has unknown key(s) {extra}; known: {sorted(CORPUS_KEYS)}")
@@ -292,24 +296,41 @@ def _validate(recipe: dict[str, Any]) -> None:
             raise ConfigError(f"recipe: corpora names {twice} more than once")
     if recipe["labels"] is not None:
         label_mapping(recipe["labels"], "recipe: labels")
+    if not isinstance(recipe["name"], str) or not recipe["name"]:
+        raise ConfigError(f"recipe: name must be a non-empty string, got {recipe['name']!r}")
+    if recipe["cache_dir"] is not None and not isinstance(recipe["cache_dir"], str):
+        raise ConfigError(f"recipe: cache_dir must be a folder path or null, got {recipe['cache_dir']!r}")
+    n_jobs = recipe["n_jobs"]
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
+        raise ConfigError(f"recipe: n_jobs must be a positive integer or -1 (all cores), got {n_jobs!r}")
     features = recipe["features"]
     if not isinstance(features, dict) or not features:
         raise ConfigError("recipe: features must map at least one key to {extractor: NAME, config: {...}}")
     for key, spec in features.items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"recipe: feature keys must be non-empty strings, got {key!r}")
         if not isinstance(spec, dict) or ("extractor" in spec) == ("derive" in spec):
             raise ConfigError(f"recipe: features.{key} needs an extractor name, or a derived feature (derive: NAME, from: KEY)")
-        known = FEATURE_KEYS if "extractor" in spec else DERIVED_KEYS
-        extra = sorted(set(spec) - known)
+        kind = "extractor" if "extractor" in spec else "derive"
+        if not isinstance(spec[kind], str) or not spec[kind]:
+            raise ConfigError(f"recipe: features.{key}.{kind} must be a name, got {spec[kind]!r}")
+        known = FEATURE_KEYS if kind == "extractor" else DERIVED_KEYS
+        extra = sorted(set(spec) - known, key=str)
         if extra:
             raise ConfigError(f"recipe: features.{key} has unknown key(s) {extra}; known: {sorted(known)}")
         if spec.get("config") is None:
             spec["config"] = {}
+        if not isinstance(spec["config"], dict):
+            raise ConfigError(f"recipe: features.{key}.config must be a mapping of options, got {spec['config']!r}")
         if "extractor" in spec:
             spec.setdefault("channel", "downmix")
     model = recipe["model"]
-    if not isinstance(model, dict) or not model.get("name"):
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not model["name"]:
         raise ConfigError("recipe: model needs a name")
-    model.setdefault("config", {})
+    if model.get("config") is None:
+        model["config"] = {}
+    if not isinstance(model["config"], dict) or set(model) - {"name", "config"}:
+        raise ConfigError(f"recipe: model must be {{name: NAME, config: {{...}}}}, got {model!r}")
     if isinstance(recipe["protocol"], str):
         recipe["protocol"] = {"name": recipe["protocol"]}
     if recipe["normalisation"] not in ("global", "speaker", "none"):
@@ -318,7 +339,7 @@ def _validate(recipe: dict[str, Any]) -> None:
         raise ConfigError(f"recipe: adapt must be none, batch or speaker, got {recipe['adapt']!r}")
     if recipe["adapt"] != "none" and recipe["normalisation"] != "global":
         raise ConfigError("recipe: adapt applies to normalisation: global (the training statistics it replaces)")
-    if not isinstance(recipe["seed"], int):
+    if isinstance(recipe["seed"], bool) or not isinstance(recipe["seed"], int):
         raise ConfigError(f"recipe: seed must be an integer, got {recipe['seed']!r}")
     if recipe["cluster"] is not None and not (isinstance(recipe["cluster"], str) and recipe["cluster"].strip()):
         raise ConfigError(f"recipe: cluster must be a Dask scheduler address, a scheduler file or 'local', got {recipe['cluster']!r}")

@@ -69,10 +69,8 @@ from serkit.evaluation.compare import (
     results_table,
 )
 from serkit.evaluation.report import plain_data
-from serkit.experiment import Dataset, prepare_dataset, run_experiment
+from serkit.experiment import Dataset, check_recipe, prepare_dataset, run_experiment
 from serkit.io import atomic_write_text, output_lock
-from serkit.models.base import get_model
-from serkit.pipeline import FeaturePlan
 from serkit.recipe import corpus_title, read_recipe_mapping, resolve_recipe
 
 log = logging.getLogger(__name__)
@@ -246,18 +244,17 @@ def _resolve(recipe_path: Path, corpus: Any, seed: Any, variant: tuple, override
 
 
 def _check_components(path: Path, runs: list[SweepRun]) -> None:
-    """Build every distinct feature plan and model once, so a misspelt option fails before any work."""
+    """:func:`serkit.experiment.check_recipe` on every distinct recipe (seeds aside), so that a
+    misspelt option fails before any work."""
     seen: set[str] = set()
     for run in runs:
-        for what, spec in (("features", run.recipe["features"]), ("model", run.recipe["model"])):
-            key = json.dumps([what, spec], sort_keys=True, default=str)
-            if key in seen:
-                continue
+        key = json.dumps({**run.recipe, "seed": None}, sort_keys=True, default=str)
+        if key not in seen:
             seen.add(key)
             try:
-                FeaturePlan(spec) if what == "features" else get_model(spec["name"], spec["config"])
-            except SerkitError as exc:
-                raise ConfigError(f"{path}: run {run.name}: {what}: {exc}") from exc
+                check_recipe(run.recipe)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: run {run.name}: {exc}") from exc
 
 
 def _baseline(path: Path, value: Any, labels: list[str], grid: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:

@@ -71,6 +71,8 @@ def trim_encoder_layers(
                           mean_=None if norm.mean_ is None else norm.mean_[kept],
                           std_=None if norm.std_ is None else norm.std_[kept])  # fmt: skip
     model.columns_ = np.searchsorted(kept, columns).astype(np.int64)
+    if getattr(model, "widths_", None) is not None:
+        model.widths_ = [len(kept)]  # the model's one input, now as wide as the kept layers
     return trimmed, {**normalisers, key: new_norm}, top
 
 

@@ -239,7 +239,8 @@ def test_blstm_fcn_feature_is_the_embedding_of_a_network_trained_on_training_row
     assert proba.shape == (12, 2) and np.allclose(proba.sum(axis=1), 1)
     # Save and load: tensors and JSON only, the same vectors.
     feature.save(tmp_path)
-    assert torch.load(tmp_path / "module.pt", weights_only=True)["labels"] == ["anger", "neutral"]
+    assert json.loads((tmp_path / "module.json").read_text())["labels"] == ["anger", "neutral"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input_normaliser.json", "module.json", "module.safetensors"]
     specs = LOGMEL_SPEC
     again = BLSTMFCNDeepSpectrum.load(tmp_path, feature.describe()["config"], specs)
     np.testing.assert_allclose(again.transform({"logmel": X}), vectors, rtol=1e-5, atol=1e-6)
@@ -342,8 +343,7 @@ def test_a_blstm_fcn_svm_bundle_replays_the_fitted_network_on_a_recording(corpus
     recipe = _recipe(corpus, {"derive": "blstm_fcn_deep_spectrum", "from": "logmel", "config": TINY})
     bundle = load_bundle(train_bundle(recipe, tmp_path / "bundle", progress=False))
     saved = tmp_path / "bundle" / "derived" / "deep_spectrum"
-    assert (saved / "module.pt").is_file() and (saved / "input_normaliser.json").is_file()
-    assert not list(saved.glob("*.pkl")) and not list(saved.glob("*.joblib"))
+    assert sorted(p.name for p in saved.iterdir()) == ["input_normaliser.json", "module.json", "module.safetensors"]
     fitted = bundle.fitted["deep_spectrum"]
     unseen = load_audio(emodb_root / "wav" / UNSEEN)
     features = bundle.features(unseen)

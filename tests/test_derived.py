@@ -192,7 +192,7 @@ def test_a_bundle_replays_derived_and_fitted_features_on_new_audio(corpus, emodb
                 "pca": {"derive": "pca", "from": "pooled", "config": {"components": 6, "whiten": True}}}  # fmt: skip
     recipe = _recipe(corpus, features)
     bundle = load_bundle(train_bundle(recipe, tmp_path / "bundle", progress=False))
-    assert (tmp_path / "bundle" / "derived" / "pca" / "pca.npz").is_file()
+    assert (tmp_path / "bundle" / "derived" / "pca" / "pca.safetensors").is_file()
     assert bundle.meta["inputs"] == {"pca": FeatureSpec("utterance", Layout.of(("component", 6))).to_dict()}
     unseen = load_audio(emodb_root / "wav" / "10a01Wa.wav")
     feats = bundle.features(unseen)

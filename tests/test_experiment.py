@@ -248,8 +248,8 @@ def test_broken_bundles_are_refused(bundle_dir, tmp_path):
         load_bundle(copy)
     meta["format_version"] = FORMAT_VERSION
     (copy / "bundle.json").write_text(json.dumps(meta))
-    (copy / "model" / "svm.joblib").unlink()
-    with pytest.raises(BundleError, match="incomplete"):
+    (copy / "model" / "weights.safetensors").unlink()
+    with pytest.raises(BundleError, match="weights.safetensors: missing"):
         load_bundle(copy)
 
 

@@ -74,11 +74,12 @@ def test_svm_one_vs_rest_values_follow_scikit_learn():
 
     from serkit.export_linear import _linear_head
     from serkit.features.normalise import Normaliser
+    from serkit.models.svm import PairwiseLinear
 
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((200, 5)), rng.integers(0, 4, 200)
     svm = SVC(kernel="linear", C=1.0, decision_function_shape="ovr", break_ties=True).fit(X, y)
-    model = SimpleNamespace(svm_=svm, labels_=list("abcd"), columns_=None, temperature_=1.0)
+    model = SimpleNamespace(svm_=PairwiseLinear.from_estimator(svm), labels_=list("abcd"), columns_=None, temperature_=1.0)
     bundle = SimpleNamespace(model=model, normalisers={"f": Normaliser("none", 5)}, meta={"model": {"name": "linear_svm"}},
                              path="test")  # fmt: skip
     head = _linear_head(bundle, "f")
@@ -109,8 +110,9 @@ def test_a_trained_bundle_runs_only_the_blocks_its_model_reads(manifest, tmp_pat
     audio = load_audio(emodb_root / "wav" / "11a02Tc.wav")
     raw = full.compute_one(audio)["pooled"][None]
     model = bundle.model
-    trimmed_columns = model.columns_
-    model.columns_ = kept[trimmed_columns]
+    trimmed_columns, trimmed_widths = model.columns_, model.widths_
+    assert trimmed_widths == [len(kept)] and model.input_widths() == {"pooled": len(kept)}
+    model.columns_, model.widths_ = kept[trimmed_columns], [layout.dim]
     want = model.predict_proba({"pooled": Normaliser("global", layout.dim, mean_=mean, std_=std).transform(raw)})
-    model.columns_ = trimmed_columns
+    model.columns_, model.widths_ = trimmed_columns, trimmed_widths
     np.testing.assert_allclose(bundle.predict([bundle.features(audio)]), want, atol=1e-5)

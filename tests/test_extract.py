@@ -117,6 +117,26 @@ def test_cache_misses_when_file_content_changes_under_the_same_name(tmp_path, lo
     np.testing.assert_array_equal(before.values[1], after.values[1])
 
 
+@pytest.mark.parametrize("entry", [np.zeros(7, np.float32), np.zeros((3, 2), np.float32), np.zeros(2, np.float64),
+                                   np.array(["a", "b"]), b"not a numpy file"])  # fmt: skip
+def test_a_damaged_cache_entry_is_a_miss_that_names_the_file(entry, tmp_path, local_copies, caplog):
+    table = table_of(local_copies)
+    fresh = extract_features(table, CountingStats(), cache_dir=tmp_path / "cache", progress=False)
+    path = sorted(cache_folder(tmp_path / "cache", CountingStats()).glob("*.npy"))[0]
+    if isinstance(entry, bytes):
+        path.write_bytes(entry)
+    else:
+        np.save(path, entry)
+    extractor = CountingStats()
+    with caplog.at_level("WARNING", logger="serkit.features.extract"):
+        again = extract_features(table, extractor, cache_dir=tmp_path / "cache", progress=False)
+    assert extractor.calls == 1 and str(path) in caplog.text and "recomputing" in caplog.text
+    for a, b in zip(fresh.values, again.values, strict=True):
+        np.testing.assert_array_equal(a, b)
+    replaced = np.load(path)  # the recomputed entry took its place
+    assert replaced.shape == (2,) and replaced.dtype == np.float32 and any(np.array_equal(replaced, v) for v in fresh.values)
+
+
 def test_cache_key_depends_on_bytes_config_channel_and_version(monkeypatch):
     data = b"RIFF....WAVE"
     base = cache_key(data, CountingStats(), "downmix")

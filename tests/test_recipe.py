@@ -65,6 +65,47 @@ def test_invalid_recipes_are_refused(raw, overrides, message):
         resolve_recipe(raw, overrides=overrides)
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.config.C=high"], r"recipe: model: linear_svm: C must be a finite number or a list"),
+        (["model.config.C=-1"], r"linear_svm: C must be a number > 0 or a non-empty list of them, got -1"),
+        (["model.config.C=[]"], r"linear_svm: C must be a number > 0 or a non-empty list of them, got \[\]"),
+        (["model.config.C=[0.1, .nan]"], r"linear_svm: C must be"),
+        (["model.config.class_weight=even"], r"class_weight must be one of 'balanced', None"),
+        (["model={name: blstm_fcn, config: {learning_rate: fast}}"], r"blstm_fcn: learning_rate must be a finite number"),
+        (["model={name: msir, config: {kernel: [5]}}"], r"msir: kernel must be a list of 2 items"),
+        (["model={name: emotion_ae, config: {device: gpu}}"], r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        (["model={name: score_fusion, config: {member: {name: linear_svm, config: {C: high}}}}"], r"linear_svm: C must be"),
+        (["features.f.config.feature_set=eGeMAPS"], r"recipe: features: features.f: .*feature_set must be one of"),
+        (["features.p={derive: pca, from: f, config: {components: many}}"], r"pca: components must be an integer"),
+        (["features.f.channel=centre"], r"channel must be one of"),
+        (["protocol={name: loso, k: 3}"], r"recipe: protocol: protocol loso: unknown option"),
+        (["corpus.name=emodbx"], r"recipe: corpus: unknown corpus 'emodbx'"),
+        (["n_jobs=0"], r"n_jobs must be a positive integer or -1"),
+        (["features.f.config=[1]"], r"features.f.config must be a mapping"),
+    ],
+)
+def test_every_component_is_checked_before_any_work(overrides, message):
+    from serkit.experiment import check_recipe
+
+    with pytest.raises(ConfigError, match=message):
+        check_recipe(resolve_recipe(MINIMAL, overrides=overrides))
+
+
+def test_a_bad_option_stops_the_command_before_any_feature_is_extracted(tmp_path):
+    from typer.testing import CliRunner
+
+    from serkit.cli import app
+
+    for command, value in (("experiment", "high"), ("experiment", "-1"), ("train", "[]")):
+        result = CliRunner().invoke(app, [command, str(REPO / "recipes" / "egemaps_svm.yaml"), "--out", str(tmp_path / "out"),
+                                          "--set", f"model.config.C={value}", "--set", f"cache_dir={tmp_path / 'cache'}"])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert "linear_svm: C must be" in result.output.replace("\n", "")
+        assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()  # nothing was extracted
+
+
 def test_override_creates_missing_mappings():
     recipe = {"a": None}
     apply_override(recipe, "a.b.c=[1, 2]")

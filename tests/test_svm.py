@@ -62,7 +62,8 @@ def test_probabilities_keep_the_svm_decision():
     proba = model.predict_proba({"f": X})
     assert proba.shape == (len(y), 3)
     assert np.allclose(proba.sum(axis=1), 1.0)
-    assert np.array_equal(proba.argmax(axis=1), model.svm_.predict(X))
+    ref = SVC(kernel="linear", C=model.C_, class_weight="balanced", break_ties=True).fit(X, y)
+    assert np.array_equal(proba.argmax(axis=1), ref.predict(X))
     assert model.temperature_ > 0
 
 
@@ -132,7 +133,8 @@ def test_select_chooses_the_block_that_carries_the_classes():
     assert model.block_ == "1"
     assert model.fit_info()["layer"] == "1" and len(model.inner_ua_) == 6
     np.testing.assert_array_equal(model.columns_, np.arange(6, 12))
-    np.testing.assert_allclose(model.decision_function({"f": stacked}), model._full_scores(model.svm_, X))
+    ref = SVC(kernel="linear", C=model.C_, class_weight="balanced", break_ties=True).fit(X, y)
+    np.testing.assert_allclose(model.decision_function({"f": stacked}), ref.decision_function(X), atol=1e-9)
     with pytest.raises(ConfigError, match="laid out as"):
         LinearSVM({"select": "layer"}).fit({"f": X}, y, labels=["a", "b", "c"], groups=groups)
 
@@ -199,3 +201,30 @@ def test_inner_folds_group_speakers_into_k_disjoint_folds():
         assert model.inner_ua_[None, C] == pytest.approx(balanced_accuracy_score(y, pred), abs=1e-12)
     with pytest.raises(ConfigError, match="inner_folds"):
         LinearSVM({"inner_folds": 1})
+
+
+def test_a_reloaded_svm_predicts_exactly_as_the_fitted_one_on_real_emodb_features(emodb_root, tmp_path):
+    from serkit.audio import load_audio
+    from serkit.features import get_extractor
+    from serkit.features.extract import extract_audio
+    from serkit.features.normalise import fit_normaliser
+    from serkit.models.svm import PairwiseLinear
+
+    files = sorted((emodb_root / "wav").glob("*.wav"))[::3]  # 179 utterances, all 10 speakers, 7 emotions
+    extractor = get_extractor("opensmile_functionals", {"feature_set": "eGeMAPSv02"})
+    raw = np.stack([extract_audio(load_audio(f), extractor) for f in files])
+    groups = np.array([f.name[:2] for f in files])
+    codes = sorted({f.name[5] for f in files})
+    y = np.array([codes.index(f.name[5]) for f in files])
+    X = {"functionals": fit_normaliser("global", raw).transform(raw)}
+    model = LinearSVM({"C": (0.001, 0.01, 0.1)}).fit(X, y, labels=codes, groups=groups)
+    # The stored arrays are libsvm's decision: scikit-learn's one-vs-rest values and decisions.
+    ref = SVC(kernel="linear", C=model.C_, class_weight="balanced", break_ties=True).fit(X["functionals"], y)
+    np.testing.assert_allclose(model.decision_function(X), ref.decision_function(X["functionals"]), rtol=0, atol=1e-9)
+    assert np.array_equal(model.predict(X), ref.predict(X["functionals"]))
+    model.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "weights.safetensors"]
+    again = LinearSVM.load(tmp_path, model.describe()["config"])
+    assert isinstance(again.svm_, PairwiseLinear) and again.input_widths() == {"functionals": 88}
+    assert np.array_equal(again.predict_proba(X), model.predict_proba(X))  # bit for bit
+    assert again.labels_ == codes and again.C_ == model.C_ and again.temperature_ == model.temperature_

@@ -24,7 +24,6 @@ recipe's ``normalisation: global`` standardising them with the training fold's s
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -48,6 +47,7 @@ from serkit.features.data import FeatureData, FeatureSpec, Inputs
 from serkit.features.layout import UNIT, Layout
 from serkit.features.normalise import Normaliser, fit_normaliser
 from serkit.models.blstm_fcn import AttentionBLSTMFCN, BLSTMFCNConfig
+from serkit.state_files import read_json, write_json
 
 
 def _only(inputs: Mapping[str, Any]) -> tuple[str, Any]:
@@ -251,24 +251,27 @@ class BLSTMFCNDeepSpectrum(FittedFeature):
         return self.network_.fit_info()
 
     def save(self, directory: Path) -> None:
-        """``module.pt`` (the network's tensors, labels and layouts; read back with
-        ``weights_only=True``) and ``input_normaliser.json``."""
+        """``module.safetensors`` and ``module.json`` (the network: tensors, labels and layouts)
+        and ``input_normaliser.json``."""
         self.network_.save(directory)
-        (directory / "input_normaliser.json").write_text(json.dumps(self.input_normaliser_.to_dict(), indent=2))
+        write_json(directory / "input_normaliser.json", self.input_normaliser_.to_dict())
 
     @classmethod
     def load(cls, directory: Path, config: Mapping[str, Any], inputs: Mapping[str, FeatureSpec]) -> BLSTMFCNDeepSpectrum:
         """Rebuild the feature saved by :meth:`save` with the same ``config``, bound to ``inputs``.
 
         Raises:
-            BundleError: a missing or malformed file, or a network of another size than ``config``.
+            BundleError: a missing or malformed file, input statistics or a network of another
+                width than the input, or a network of another size than ``config``.
         """
         feature = cls(dict(config))
         feature.bind(inputs)
+        ((key, spec),) = inputs.items()
         path = directory / "input_normaliser.json"
-        try:
-            feature.input_normaliser_ = Normaliser.from_dict(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{path}: cannot load the input statistics ({exc})") from exc
+        feature.input_normaliser_ = Normaliser.from_dict(read_json(path), where=str(path))
+        if feature.input_normaliser_.dim != spec.dim:
+            raise BundleError(f"{path}: field 'dim' is {feature.input_normaliser_.dim}, the input {key!r} has {spec.dim} columns")
         feature.network_ = AttentionBLSTMFCN.load(directory, feature.network_config)
+        if feature.network_.layouts_ != {key: spec.layout}:
+            raise BundleError(f"{directory / 'module.json'}: field 'layouts' is {feature.network_.layouts_}, the input is {key!r}: {spec.layout}")
         return feature

@@ -21,7 +21,6 @@ Utterances without segments (a silent channel) take no part in training and keep
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -35,10 +34,11 @@ from serkit.blocks.segment_cnn import Backbone, SegmentNet
 from serkit.config import check_option, config_from_dict, is_number
 from serkit.derived.base import FittedFeature, register
 from serkit.derived.binaural import SegmentCNN, backbone_of
-from serkit.errors import BundleError, ConfigError, FeatureError
+from serkit.errors import ConfigError, FeatureError
 from serkit.features.data import FeatureData, FeatureSpec, Inputs
 from serkit.features.layout import UNIT, Layout
-from serkit.models.network import TorchSERModel
+from serkit.models.network import TorchSERModel, load_module, save_module
+from serkit.state_files import is_int, is_object, read_json, take, write_json
 from serkit.training.trainer import TrainConfig, speaker_holdout
 
 #: Segments passed through the fine-tuned stages at once when transforming.
@@ -199,31 +199,32 @@ class FinetunedSegmentCNN(FittedFeature):
     # ------------------------------------------------------------------ persistence
 
     def save(self, directory: Path) -> None:
-        """``head.pt`` (the trained stages' tensors) and ``head.json`` (cut shape, classes, fit info)."""
-        torch.save({k: v.cpu() for k, v in self.net_.state_dict().items()}, directory / "head.pt")
-        meta = {"cut_shape": list(self.cut_shape_), "n_classes": self.n_classes_, "info": self.info_}
-        (directory / "head.json").write_text(json.dumps(meta, indent=2))
+        """``head.safetensors`` (the trained stages' tensors) and ``head.json`` (cut shape, classes, fit info)."""
+        save_module(self.net_, directory / "head.safetensors")
+        write_json(directory / "head.json", {"cut_shape": list(self.cut_shape_), "n_classes": self.n_classes_, "info": self.info_})
 
     @classmethod
     def load(cls, directory: Path, config: Mapping[str, Any], inputs: Mapping[str, FeatureSpec]) -> FinetunedSegmentCNN:
-        """Rebuild the fine-tuned stages saved by :meth:`save` (tensors only: ``weights_only``),
-        bound to ``inputs`` (the cut activations' spec, whose ``source`` names the network).
+        """Rebuild the fine-tuned stages saved by :meth:`save` (arrays and JSON only), bound to
+        ``inputs`` (the cut activations' spec, whose ``source`` names the network).
 
         Raises:
-            BundleError: a missing or malformed file, or tensors that do not fit the network.
+            BundleError: a missing or malformed file or field, a cut shape other than the
+                input's, or tensors that do not fit the network.
         """
         feature = cls(dict(config))
         feature.bind(inputs)
-        try:
-            meta = json.loads((directory / "head.json").read_text())
-            feature.cut_shape_, feature.n_classes_ = tuple(int(s) for s in meta["cut_shape"]), int(meta["n_classes"])
-            feature.info_ = dict(meta.get("info", {}))
-            backbone = feature._backbone
-            net = SegmentNet(backbone.trainable, feature.cut_shape_, backbone.feature_dim, feature.n_classes_, feature.config.dropout)
-            net.load_state_dict(torch.load(directory / "head.pt", map_location="cpu", weights_only=True))
-        except (OSError, KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{directory}: cannot load the fine-tuned segment CNN ({exc})") from exc
-        feature.net_ = net.eval()
+        where = directory / "head.json"
+        meta = read_json(where)
+        cut = list(feature._cut_shape)
+        feature.cut_shape_ = tuple(take(meta, "cut_shape", lambda v: v == cut, f"the input's cut shape {cut}", where))
+        feature.n_classes_ = take(meta, "n_classes", lambda v: is_int(v) and v >= 2, "an integer >= 2", where)
+        feature.info_ = dict(take(meta, "info", is_object, "an object", where, default={}))
+        backbone = feature._backbone
+        feature.net_ = load_module(
+            lambda: SegmentNet(backbone.trainable, feature.cut_shape_, backbone.feature_dim, feature.n_classes_, feature.config.dropout),
+            directory / "head.safetensors",
+        ).eval()
         return feature
 
 

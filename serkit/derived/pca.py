@@ -20,6 +20,7 @@ from serkit.derived.base import FittedFeature, register
 from serkit.errors import BundleError, ConfigError, FeatureError
 from serkit.features.data import FeatureSpec, Inputs
 from serkit.features.layout import Layout
+from serkit.state_files import read_arrays, write_arrays
 
 
 @register
@@ -97,20 +98,30 @@ class PCA(FittedFeature):
         return {"explained_variance": float(self.explained_.sum())}
 
     def save(self, directory: Path) -> None:
-        arrays = {"mean": self.mean_, "scale": self.scale_, "axes": self.axes_, "offset": self.offset_,
-                  "spread": self.spread_, "explained": self.explained_}  # fmt: skip
-        np.savez(directory / "pca.npz", **arrays)
+        """``pca.safetensors``: the arrays of the fitted state (class docstring)."""
+        write_arrays(directory / "pca.safetensors", {"mean": self.mean_, "scale": self.scale_, "axes": self.axes_,
+                     "offset": self.offset_, "spread": self.spread_, "explained": self.explained_})  # fmt: skip
 
     @classmethod
     def load(cls, directory: Path, config: Mapping[str, Any], inputs: Mapping[str, FeatureSpec]) -> PCA:
+        """Rebuild the PCA saved by :meth:`save`, bound to ``inputs``.
+
+        Raises:
+            BundleError: a missing or malformed file, arrays of other shapes than ``components``
+                and the input's width ask for, or scales and spreads that are not > 0.
+        """
         feature = cls(dict(config))
         feature.bind(inputs)
-        try:
-            with np.load(directory / "pca.npz", allow_pickle=False) as saved:
-                feature.mean_, feature.scale_, feature.axes_ = saved["mean"], saved["scale"], saved["axes"]
-                feature.offset_, feature.spread_, feature.explained_ = saved["offset"], saved["spread"], saved["explained"]
-        except (OSError, KeyError, ValueError, EOFError) as exc:
-            raise BundleError(f"{directory / 'pca.npz'}: cannot load the fitted PCA ({exc})") from exc
-        if feature.axes_.shape[0] != feature.config.components:
-            raise BundleError(f"{directory / 'pca.npz'}: {feature.axes_.shape[0]} axes, the config says {feature.config.components}")
+        path = directory / "pca.safetensors"
+        saved = read_arrays(path, {"mean": ("f", 1), "scale": ("f", 1), "axes": ("f", 2), "offset": ("f", 1),
+                                   "spread": ("f", 1), "explained": ("f", 1)})  # fmt: skip
+        k, d = feature.config.components, next(iter(inputs.values())).dim
+        shapes = {"mean": (d,), "scale": (d,), "axes": (k, d), "offset": (d,), "spread": (k,), "explained": (k,)}
+        for name, shape in shapes.items():
+            if saved[name].shape != shape:
+                raise BundleError(f"{path}: array {name!r} has shape {saved[name].shape}, {k} components of a {d}-column input need {shape}")
+        if np.any(saved["scale"] <= 0) or np.any(saved["spread"] <= 0):
+            raise BundleError(f"{path}: arrays 'scale' and 'spread' must be > 0")
+        feature.mean_, feature.scale_, feature.axes_ = saved["mean"], saved["scale"], saved["axes"]
+        feature.offset_, feature.spread_, feature.explained_ = saved["offset"], saved["spread"], saved["explained"]
         return feature

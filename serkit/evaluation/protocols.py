@@ -152,6 +152,26 @@ class Protocol:
         return out
 
 
+def check_protocol(spec: dict[str, Any] | str) -> tuple[str, dict[str, Any]]:
+    """The protocol's name and options, checked without a corpus table: a known name, known options.
+
+    Raises:
+        ConfigError: not a name or a mapping with a ``name``, an unknown protocol or option.
+    """
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ConfigError(f"protocol spec must be a dict with a 'name' (one of {', '.join(PROTOCOLS)}), got {spec!r}")
+    name = spec["name"]
+    if not isinstance(name, str) or name not in _OPTIONS:
+        raise ConfigError(f"unknown protocol {name!r}; available: {', '.join(PROTOCOLS)}")
+    options = {k: v for k, v in spec.items() if k != "name"}
+    unknown = sorted(set(options) - _OPTIONS[name], key=str)
+    if unknown:
+        raise ConfigError(f"protocol {name}: unknown option(s) {unknown}; allowed: {sorted(_OPTIONS[name])}")
+    return name, options
+
+
 def make_folds(table: pd.DataFrame, spec: dict[str, Any] | str) -> Protocol:
     """Build the folds of protocol ``spec`` on a corpus table.
 
@@ -171,17 +191,7 @@ def make_folds(table: pd.DataFrame, spec: dict[str, Any] | str) -> Protocol:
             ``leave_one_corpus_out`` a table without a ``corpus`` column or a held-out corpus
             with a class the others lack.
     """
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise ConfigError(f"protocol spec must be a dict with a 'name' (one of {', '.join(PROTOCOLS)}), got {spec!r}")
-    name = spec["name"]
-    if name not in _OPTIONS:
-        raise ConfigError(f"unknown protocol {name!r}; available: {', '.join(PROTOCOLS)}")
-    options = {k: v for k, v in spec.items() if k != "name"}
-    unknown = sorted(set(options) - _OPTIONS[name])
-    if unknown:
-        raise ConfigError(f"protocol {name}: unknown option(s) {unknown}; allowed: {sorted(_OPTIONS[name])}")
+    name, options = check_protocol(spec)
     _check_table(table)
     speakers = table["speaker"].astype(str).to_numpy(dtype=object)
 

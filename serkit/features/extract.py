@@ -13,7 +13,9 @@ under the same name, the channel, the package version) misses the cache. Writes 
 temporary file in the same folder and are renamed into place (``os.replace``), so a crashed or
 concurrent run never leaves a half-written entry; temporary files a killed run left are removed
 by the next run once older than :data:`serkit.io.STALE_TEMP_S`. The folder also holds
-``extractor.json``.
+``extractor.json``. An entry that cannot be read, or is not float32 of the extractor's level
+and width (a damaged or foreign file), counts as a miss: a warning names the file, and it is
+recomputed and replaced.
 
 Batches: an extractor whose :attr:`~Extractor.batch_size` exceeds 1 (a network) gets its files
 in groups: the table's files are ordered by duration (read from their headers), cut into chunks
@@ -241,6 +243,22 @@ def _save_array(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _read_cached(entry: Path, extractor: Extractor) -> np.ndarray | None:
+    """The features in cache file ``entry``, or ``None`` (a miss: recompute and overwrite it, with a
+    warning naming the file) when it is unreadable or not float32 of the extractor's level and width."""
+    try:
+        value = np.load(entry, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        log.warning("cache entry %s is unreadable (%s); recomputing", entry, exc)
+        return None
+    ndim = 2 if extractor.level == "frame" else 1
+    if value.dtype != np.float32 or value.ndim != ndim or value.shape[-1] != extractor.dim:
+        log.warning("cache entry %s holds %s %s, not %s-level float32 with %d columns; recomputing",
+                    entry, value.dtype, value.shape, extractor.level, extractor.dim)  # fmt: skip
+        return None
+    return value
+
+
 # --------------------------------------------------------------------------- one file (runs in workers)
 
 
@@ -328,7 +346,7 @@ def _load(
     else:
         data = _read_bytes(job.path)
         entry = folder / f"{cache_key(data, extractor, channel)}.npy"
-        hit = _cache_hit(job, data, entry, min_duration)
+        hit = _cache_hit(job, data, entry, extractor, min_duration)
         if hit is not None:
             return hit
         audio = load_audio(data, min_duration=min_duration, name=job.path)
@@ -336,20 +354,14 @@ def _load(
     return _Loaded(job, mono, audio.sample_rate, entry)
 
 
-def _cache_hit(job: _Job, data: bytes, entry: Path, min_duration: float) -> _Outcome | None:
-    """The features cached in ``entry`` for the file whose bytes are ``data``; None when absent or unreadable.
-
-    Raises:
-        AudioError: the file's header is unreadable or it is shorter than ``min_duration``.
-    """
+def _cache_hit(job: _Job, data: bytes, entry: Path, extractor: Extractor, min_duration: float) -> _Outcome | None:
+    """The features cached in ``entry`` for the file of bytes ``data``, None when absent or unusable
+    (:func:`_read_cached`). Raises AudioError when the file's header is unreadable or it is too short."""
     if not entry.is_file():
         return None
     rate = _cached_file_rate(data, job.path, min_duration)
-    try:
-        return _Outcome(job.utterance_id, np.load(entry, allow_pickle=False), rate, None)
-    except (OSError, ValueError, EOFError):
-        log.warning("cache entry %s is unreadable; recomputing", entry)
-        return None
+    cached = _read_cached(entry, extractor)
+    return None if cached is None else _Outcome(job.utterance_id, cached, rate, None)
 
 
 def _extract_batch(batch: list[_Loaded], extractor: Extractor) -> dict[str, _Outcome]:
@@ -410,9 +422,8 @@ def extract_features(
         progress: show a rich progress bar.
         min_duration: shortest accepted recording in seconds (files below it fail with
             :class:`~serkit.errors.TooShortAudioError`).
-        runner: a task runner (:class:`serkit.cluster.DaskRunner`): the files are extracted as
-            its tasks instead (:mod:`serkit.features.remote`; ``n_jobs`` is then unused), with
-            the same results and cache entries. ``None`` (default): this machine.
+        runner: a :class:`serkit.cluster.DaskRunner`: the files are extracted as its tasks instead
+            (:mod:`serkit.features.remote`; ``n_jobs`` unused), same results and cache entries.
 
     Returns:
         FeatureSet with the successful ids in table order and the failures.

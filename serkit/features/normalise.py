@@ -40,6 +40,7 @@ from typing import Any, Literal, Union
 import numpy as np
 
 from serkit.errors import BundleError, ConfigError, FeatureError
+from serkit.state_files import is_finite
 
 Mode = Literal["global", "speaker", "none"]
 MODES: tuple[str, ...] = ("global", "speaker", "none")
@@ -109,28 +110,35 @@ class Normaliser:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Normaliser:
+    def from_dict(cls, data: Any, where: str = "normaliser") -> Normaliser:
         """Rebuild a normaliser saved by :meth:`to_dict`.
 
+        Args:
+            data: the parsed JSON.
+            where: the file (and key) it came from, for messages.
+
         Raises:
-            BundleError: missing keys, unknown mode, or statistics of the wrong length.
+            BundleError: not an object, missing keys, unknown mode, a dimension or
+                ``min_utterances`` below 1, statistics of the wrong length, a standard deviation
+                that is not a finite number > 0, or a mean that is neither all finite nor all
+                null (a feature missing in every training row); the message names ``where``.
         """
-        try:
-            mode, dim = data["mode"], int(data["dim"])
-            norm = cls(mode=mode, dim=dim, min_utterances=int(data.get("min_utterances", 2)))
-            if mode == "global":
-                norm.mean_ = _vector(data["mean"], dim)
-                norm.std_ = _vector(data["std"], dim)
-            elif mode == "speaker":
-                norm.speaker_stats_ = {
-                    str(s): (_vector(v["mean"], dim), _vector(v["std"], dim)) for s, v in data["speakers"].items()
-                }
-            elif mode != "none":
-                raise BundleError(f"normaliser: unknown mode {mode!r}")
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            if isinstance(exc, BundleError):
-                raise
-            raise BundleError(f"normaliser: malformed statistics ({exc!r})") from exc
+        if not isinstance(data, dict):
+            raise BundleError(f"{where}: must be an object, got {type(data).__name__}")
+        mode, dim, least = data.get("mode"), data.get("dim"), data.get("min_utterances", 2)
+        if mode not in MODES:
+            raise BundleError(f"{where}: field 'mode' must be one of {', '.join(MODES)}, got {mode!r}")
+        for name, value in (("dim", dim), ("min_utterances", least)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise BundleError(f"{where}: field {name!r} must be an integer >= 1, got {value!r}")
+        norm = cls(mode=mode, dim=dim, min_utterances=least)
+        if mode == "global":
+            norm.mean_, norm.std_ = _saved_stats(data, dim, where)
+        elif mode == "speaker":
+            speakers = data.get("speakers")
+            if not isinstance(speakers, dict):
+                raise BundleError(f"{where}: field 'speakers' must be an object of per-speaker statistics")
+            norm.speaker_stats_ = {str(s): _saved_stats(v, dim, f"{where}: speakers.{s}") for s, v in speakers.items()}
         return norm
 
 
@@ -269,8 +277,22 @@ def _json_vector(values: np.ndarray) -> list[float | None]:
     return [None if np.isnan(v) else float(v) for v in values]
 
 
-def _vector(values: Any, dim: int) -> np.ndarray:
-    vec = np.asarray(values, dtype=np.float64)
-    if vec.shape != (dim,):
-        raise BundleError(f"normaliser: expected {dim} statistics, got shape {vec.shape}")
-    return vec
+def _saved_stats(data: Any, dim: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` ``(dim,)`` float64 from saved JSON lists, checked (see :meth:`Normaliser.from_dict`)."""
+    if not isinstance(data, dict):
+        raise BundleError(f"{where}: must be an object with mean and std")
+    out = []
+    for name in ("mean", "std"):
+        values = data.get(name)
+        ok = isinstance(values, list) and len(values) == dim
+        if ok and name == "mean" and all(v is None for v in values):
+            out.append(np.full(dim, np.nan))  # a feature missing in every training row
+            continue
+        ok = ok and all(is_finite(v) for v in values)
+        if ok and name == "std":
+            ok = all(v > 0 for v in values)
+        if not ok:
+            what = "finite numbers > 0" if name == "std" else "finite numbers (or all null)"
+            raise BundleError(f"{where}: field {name!r} must be a list of {dim} {what}")
+        out.append(np.asarray(values, dtype=np.float64))
+    return out[0], out[1]

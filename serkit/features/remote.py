@@ -95,7 +95,7 @@ def _read_here(
             data = _read_bytes(job.path)
             if folder is not None:
                 entry = folder / f"{cache_key(data, extractor, channel)}.npy"
-                hit = _cache_hit(job, data, entry, min_duration)
+                hit = _cache_hit(job, data, entry, extractor, min_duration)
                 if hit is not None:
                     served.append(hit)
                     continue

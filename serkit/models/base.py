@@ -68,14 +68,29 @@ class SERModel(Configurable, ABC):
         """What ``fit`` chose (hyper-parameters, epochs, …) as plain data, for the report."""
         return {}
 
+    def input_widths(self) -> dict[str, int]:
+        """Feature key -> number of columns the fitted model reads (``{}``: the model does not say).
+
+        A bundle checks these against the widths its features have when it is loaded.
+        """
+        return {}
+
     @abstractmethod
     def save(self, directory: Path) -> None:
-        """Write the fitted state into an existing, empty ``directory``."""
+        """Write the fitted state into an existing, empty ``directory``.
+
+        Arrays and JSON only (:mod:`serkit.state_files`): a bundle must never hold anything
+        that runs code when read (no pickle, joblib or ``torch.save``).
+        """
 
     @classmethod
     @abstractmethod
     def load(cls, directory: Path, config: Mapping[str, Any]) -> SERModel:
-        """Rebuild a fitted model saved by :meth:`save` with the same ``config``."""
+        """Rebuild a fitted model saved by :meth:`save` with the same ``config``.
+
+        Raises:
+            BundleError: a missing or malformed file, naming the file (and field or array).
+        """
 
 
 def default_layouts(X: Inputs, layouts: Layouts | None) -> dict[str, Layout]:

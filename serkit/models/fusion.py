@@ -29,7 +29,6 @@ for the paper's test-set choice, labelled an oracle there).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from serkit.config import check_option
 from serkit.errors import BundleError, ConfigError
 from serkit.features.data import Inputs
 from serkit.models.base import Layouts, SERModel, get_model, model_class, register
+from serkit.state_files import is_finite, is_labels, is_object, is_str_list, read_json, take, write_json
 
 log = logging.getLogger(__name__)
 
@@ -132,18 +132,8 @@ class FusionWeights:
     inner_ua: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON); :meth:`from_dict` reads it back."""
+        """Plain data (JSON); :meth:`ScoreFusion.load` reads it back."""
         return {"pairs": list(self.pairs), "groups": self.groups, "inner_ua": dict(self.inner_ua)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FusionWeights:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            KeyError, TypeError: not a mapping with ``pairs`` (the model's ``load`` reports a
-                :class:`~serkit.errors.BundleError`).
-        """
-        return cls(tuple(data["pairs"]), data.get("groups"), dict(data.get("inner_ua", {})))
 
 
 def check_groups(groups: Groups) -> tuple[tuple[str, ...], ...]:
@@ -426,6 +416,9 @@ class ScoreFusion(SERModel):
 
     # ------------------------------------------------------------------ persistence
 
+    def input_widths(self) -> dict[str, int]:
+        return {key: width for member in self.members_.values() for key, width in member.input_widths().items()}
+
     def save(self, directory: Path) -> None:
         """``fusion.json`` (labels, groups, weights, absent inputs) and ``member-<i>/`` per fitted member."""
         keys = list(self.members_)
@@ -439,29 +432,45 @@ class ScoreFusion(SERModel):
             "absent": self.absent_,
             "weights": self.weights_.to_dict(),
         }
-        (directory / "fusion.json").write_text(json.dumps(state, indent=2))
+        write_json(directory / "fusion.json", state)
 
     @classmethod
     def load(cls, directory: Path, config: Mapping[str, Any]) -> ScoreFusion:
         """Rebuild a model saved by :meth:`save` (members through their own ``load``).
 
         Raises:
-            BundleError: a missing or malformed ``fusion.json``.
+            BundleError: a missing or malformed ``fusion.json`` (naming the field), weights that
+                do not fit the groups, members and absent inputs that do not cover the groups'
+                inputs, or a member whose labels differ.
         """
         model = cls(dict(config))
+        where = directory / "fusion.json"
+        state = read_json(where)
+        model.labels_ = take(state, "labels", is_labels, "a list of at least two distinct class names", where)
         try:
-            state = json.loads((directory / "fusion.json").read_text())
-            model.labels_ = list(state["labels"])
-            model.groups_ = check_groups(state["groups"])
-            model.absent_ = list(state["absent"])
-            model.weights_ = FusionWeights.from_dict(state["weights"])
-            keys = list(state["members"])
-        except (OSError, KeyError, TypeError, ValueError, ConfigError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{directory / 'fusion.json'}: cannot load the score fusion ({exc})") from exc
+            model.groups_ = check_groups(take(state, "groups", lambda v: isinstance(v, list), "a list of groups", where))
+        except ConfigError as exc:
+            raise BundleError(f"{where}: field 'groups': {exc}") from exc
+        names = [n for g in model.groups_ for n in g]
+        keys = take(state, "members", lambda v: is_str_list(v) and len(set(v)) == len(v) and set(v) <= set(names),
+                    f"distinct input names of the groups {names}", where)  # fmt: skip
+        model.absent_ = take(state, "absent", lambda v: is_str_list(v) and sorted(v + keys) == sorted(names),
+                             f"the inputs of {names} that have no member", where)  # fmt: skip
+        weights = take(state, "weights", is_object, "an object", where)
+        pairs = take(weights, "pairs", lambda v: isinstance(v, list) and len(v) == len(model.groups_) and all(
+            (w is None) if len(g) == 1 else (is_finite(w) and 0 <= w <= 1) for w, g in zip(v, model.groups_)),
+            "one weight in [0, 1] per group of two (null for a group of one)", f"{where}: weights")  # fmt: skip
+        between = take(weights, "groups", lambda v: (v is None) if len(model.groups_) == 1 else (is_finite(v) and 0 <= v <= 1),
+                       "a weight in [0, 1] between two groups (null for one group)", f"{where}: weights")  # fmt: skip
+        inner = take(weights, "inner_ua", is_object, "an object", f"{where}: weights", default={})
+        model.weights_ = FusionWeights(tuple(pairs), between, dict(inner))
         model.members_ = {}
         for i, key in enumerate(keys):
             spec = model._spec(key)
-            model.members_[key] = model_class(spec["name"]).load(directory / f"member-{i}", spec.get("config") or {})
+            member = model_class(spec["name"]).load(directory / f"member-{i}", spec.get("config") or {})
+            if list(member.labels_) != model.labels_:
+                raise BundleError(f"{directory / f'member-{i}'}: member for {key!r} has labels {member.labels_}, {where} has {model.labels_}")
+            model.members_[key] = member
         return model
 
 

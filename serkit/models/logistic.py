@@ -16,19 +16,14 @@ logits ``W x + b``; with ``calibrate`` the probabilities are ``softmax((W x + b)
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from serkit.errors import BundleError
 from serkit.features.normalise import fit_normaliser
 from serkit.models.base import register
-from serkit.models.svm import LinearSVM, LinearSVMConfig
+from serkit.models.svm import LinearArrays, LinearSVM, LinearSVMConfig
 
 
 @dataclass(frozen=True)
@@ -44,12 +39,29 @@ class LogisticConfig(LinearSVMConfig):
     max_iter: int = 1000
 
 
+class ClassLinear(LinearArrays):
+    """Logistic regression's arrays: one row of logits per class (one row, the second class's
+    logit against the first, for two classes, whose scores are then ``(-m, m)`` as for the SVM)."""
+
+    @staticmethod
+    def n_rows(k: int) -> int:
+        return 1 if k == 2 else k
+
+    def scores(self, margins: np.ndarray) -> np.ndarray:
+        return np.concatenate([-margins, margins], axis=1) if len(self.classes) == 2 else margins
+
+
 @register
 class LinearLogistic(LinearSVM):
-    """Multinomial logistic regression with inner speaker-independent choice of C (and block)."""
+    """Multinomial logistic regression with inner speaker-independent choice of C (and block).
+
+    Fitted state and files as :class:`~serkit.models.svm.LinearSVM` (``weights.safetensors``
+    and ``state.json``), the weights a :class:`ClassLinear`.
+    """
 
     name = "logistic_regression"
     Config = LogisticConfig
+    Linear = ClassLinear
 
     def _svm(self, C: float, seed: int, kernel: str = "linear") -> LogisticRegression:
         return LogisticRegression(
@@ -70,46 +82,3 @@ class LinearLogistic(LinearSVM):
                 model = self._svm(C, seed).fit(train, y[~held])
                 scores[C][held] = self._full_scores(model, test)
         return scores
-
-    def save(self, directory: Path) -> None:
-        """Write ``weights.npz`` (``coef``, ``intercept``, ``classes``) and ``state.json``; no pickle."""
-        np.savez(directory / "weights.npz", coef=self.svm_.coef_, intercept=self.svm_.intercept_,
-                 classes=self.svm_.classes_)  # fmt: skip
-        state = {
-            "labels": self.labels_,
-            "inputs": self.inputs_,
-            "C": self.C_,
-            "block": self.block_,
-            "columns": None if self.columns_ is None else self.columns_.tolist(),
-            "temperature": self.temperature_,
-        }
-        (directory / "state.json").write_text(json.dumps(state, indent=2))
-
-    @classmethod
-    def load(cls, directory: Path, config: Mapping[str, Any]) -> LinearLogistic:
-        """Rebuild from :meth:`save`'s files, read with pickling off.
-
-        Raises:
-            BundleError: a file is missing or unreadable, or its arrays disagree in shape.
-        """
-        model = cls(dict(config))
-        try:
-            state = json.loads((directory / "state.json").read_text())
-            with np.load(directory / "weights.npz", allow_pickle=False) as arrays:
-                coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise BundleError(f"{directory}: cannot read the logistic regression's state ({exc})") from None
-        if coef.ndim != 2 or intercept.shape != (coef.shape[0],) or classes.ndim != 1:
-            raise BundleError(f"{directory / 'weights.npz'}: coef {coef.shape}, intercept {intercept.shape} disagree")
-        lr = model._svm(float(state["C"]), 0)
-        lr.coef_, lr.intercept_, lr.classes_ = coef, intercept, classes
-        model.svm_ = lr
-        model.labels_ = state["labels"]
-        model.C_ = state["C"]
-        model.temperature_ = state["temperature"]
-        model.block_ = state.get("block")
-        model.columns_ = None if state.get("columns") is None else np.asarray(state["columns"], dtype=np.int64)
-        model.inputs_ = state.get("inputs")
-        model.inner_ua_, model.missing_inputs_ = {}, []
-        model.oof_scores_ = None
-        return model

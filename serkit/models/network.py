@@ -21,7 +21,7 @@ logits ``(B, K)``. Models whose training loss is not a classification loss on th
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,11 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from serkit.blocks.sequences import pad_sequences
-from serkit.errors import BundleError, ConfigError
+from serkit.errors import BundleError, ConfigError, FeatureError
 from serkit.features.data import Inputs, n_rows, take_rows
 from serkit.features.layout import Layout
 from serkit.models.base import Layouts, SERModel, default_layouts
+from serkit.state_files import is_labels, is_object, read_arrays, read_json, take, write_arrays, write_json
 from serkit.training.trainer import TrainConfig, choose_device, speaker_holdout, train
 
 
@@ -196,30 +197,69 @@ class TorchSERModel(SERModel):
 
     # ------------------------------------------------------------------ persistence
 
+    def input_widths(self) -> dict[str, int]:
+        return self.dims_
+
     def save(self, directory: Path) -> None:
-        state = {k: v.cpu() for k, v in self.module_.state_dict().items()}
+        """``module.safetensors`` (the module's tensors) and ``module.json`` (labels, input layouts)."""
+        save_module(self.module_, directory / "module.safetensors")
         layouts = {key: layout.to_list() for key, layout in self.layouts_.items()}
-        torch.save({"state": state, "labels": self.labels_, "layouts": layouts}, directory / "module.pt")
+        write_json(directory / "module.json", {"labels": self.labels_, "layouts": layouts})
 
     @classmethod
     def load(cls, directory: Path, config: Mapping[str, Any]) -> TorchSERModel:
-        """Rebuild a network saved by :meth:`save` (tensors and plain data only: ``weights_only``).
+        """Rebuild a network saved by :meth:`save` (arrays and JSON only).
 
         Raises:
-            BundleError: the file is missing, not a torch file, or does not fit the network.
+            BundleError: a missing or malformed file or field, or tensors that do not fit the
+                network the config, labels and layouts describe (the message names the file).
         """
         model = cls(dict(config))
+        where = directory / "module.json"
+        state = read_json(where)
+        model.labels_ = take(state, "labels", is_labels, "a list of at least two distinct class names", where)
+        saved = take(state, "layouts", lambda v: is_object(v) and len(v) > 0, "an object of feature layouts", where)
         try:
-            saved = torch.load(directory / "module.pt", map_location="cpu", weights_only=True)
-            model.labels_ = list(saved["labels"])
-            model.layouts_ = {key: Layout.from_list(axes) for key, axes in saved["layouts"].items()}
-            module = model.build(model.layouts_, len(model.labels_))
-            module.load_state_dict(saved["state"])
-        except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"{directory / 'module.pt'}: cannot load ({exc})") from exc
+            model.layouts_ = {key: Layout.from_list(axes) for key, axes in saved.items()}
+        except FeatureError as exc:
+            raise BundleError(f"{where}: field 'layouts': {exc}") from exc
+        module = load_module(lambda: model.build(model.layouts_, len(model.labels_)), directory / "module.safetensors")
         model.module_ = module.to(choose_device(model.config.device)).eval()
         model.history_, model.best_epoch_ = [], 0
         return model
+
+
+def save_module(module: nn.Module, path: Path) -> None:
+    """Write a module's parameters and buffers (its ``state_dict``) to a safetensors file."""
+    write_arrays(path, {name: value.detach().cpu().numpy() for name, value in module.state_dict().items()})
+
+
+def load_module(build: Callable[[], nn.Module], path: Path) -> nn.Module:
+    """The module ``build()`` makes, with the tensors of ``path`` (written by :func:`save_module`).
+
+    The module is first built on PyTorch's ``meta`` device (shapes only, no memory), and the
+    file must hold exactly its tensors, of the same kinds and shapes, before the real module is
+    built and filled: a file or a description that does not fit never allocates a network of
+    the wrong size.
+
+    Raises:
+        BundleError: the description cannot be built (``ConfigError``/``FeatureError`` from
+            ``build``, naming ``path``), or the file does not hold exactly the module's tensors.
+    """
+    try:
+        with torch.device("meta"):
+            skeleton = build().state_dict()
+    except (ConfigError, FeatureError, ValueError, RuntimeError) as exc:
+        raise BundleError(f"{path}: the saved description does not give a network ({exc})") from exc
+    expected = {name: ("f" if t.is_floating_point() else "b" if t.dtype == torch.bool else "i", t.dim())
+                for name, t in skeleton.items()}  # fmt: skip
+    arrays = read_arrays(path, expected)
+    for name, tensor in skeleton.items():
+        if tuple(arrays[name].shape) != tuple(tensor.shape):
+            raise BundleError(f"{path}: tensor {name!r} has shape {arrays[name].shape}, the network needs {tuple(tensor.shape)}")
+    module = build()
+    module.load_state_dict({name: torch.from_numpy(value.copy()).to(skeleton[name].dtype) for name, value in arrays.items()})
+    return module
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -18,6 +18,12 @@ independent anchors in ``DESIGN.md`` exactly; liblinear's one-vs-rest ``LinearSV
   with ``windows: [1, 3]`` tries every encoder layer and every three adjacent layers together),
   is a candidate, and the pair with the highest inner UA wins. The choice differs between corpora and languages, so it is never fixed
   by hand, and never made on a test speaker;
+- the fitted SVM is kept as arrays, not as a scikit-learn object (:class:`PairwiseLinear`): the
+  weight vector and bias of each one-vs-one pair (libsvm's linear-kernel decision is
+  ``w·x + b`` with ``w`` the dual-weighted sum of support vectors) and the classes seen, turned
+  into one-vs-rest decision values the way scikit-learn's ``SVC(decision_function_shape="ovr")``
+  does (votes plus confidences squashed into (-1/3, 1/3)). The same arrays predict in the
+  experiment and in a saved bundle (``weights.safetensors`` + ``state.json``: nothing pickled);
 - class probabilities from the one-vs-rest decision values ``f(x)`` by temperature scaling,
   ``p = softmax(f(x) / T)``, with ``T`` fitted by minimum negative log-likelihood on the inner
   folds' out-of-fold decision values. Scaling by a positive ``T`` keeps the SVM's own decision:
@@ -38,20 +44,22 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import joblib
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.svm import SVC
 
-from serkit.config import check_option, is_integer
-from serkit.errors import ConfigError, FeatureError
+from serkit.config import check_choice, check_option, is_integer, is_number, plain
+from serkit.errors import BundleError, ConfigError, FeatureError
 from serkit.features.data import Inputs
 from serkit.features.normalise import fit_normaliser
 from serkit.models.base import Layouts, SERModel, default_layouts, register
+from serkit.state_files import (
+    is_int_list, is_labels, is_positive, is_str_list, read_arrays, read_json, take, write_arrays, write_json,
+)
 
 
 @dataclass(frozen=True)
@@ -102,18 +110,110 @@ def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
+@dataclass(frozen=True)
+class LinearArrays:
+    """A fitted linear classifier as arrays: what :class:`LinearSVM` (and models built on it)
+    keep, predict with and save, instead of a scikit-learn object.
+
+    Subclasses say how the rows of ``coef`` become class scores (:meth:`scores`) and how many
+    rows ``k`` classes need (:meth:`n_rows`).
+
+    Attributes:
+        coef: ``(R, d)`` float64 weights, one row per decision.
+        intercept: ``(R,)`` float64 biases; the margins are ``x · coef.T + intercept``.
+        classes: ``(k,)`` int64 ascending class indices (into the model's labels) seen in training.
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    classes: np.ndarray
+
+    @classmethod
+    def from_estimator(cls, estimator: Any) -> LinearArrays:
+        """The arrays of a fitted scikit-learn linear estimator (``coef_``, ``intercept_``, ``classes_``)."""
+        return cls(np.asarray(estimator.coef_, dtype=np.float64).copy(), np.asarray(estimator.intercept_, dtype=np.float64).copy(),
+                   np.asarray(estimator.classes_, dtype=np.int64).copy())  # fmt: skip
+
+    @staticmethod
+    def n_rows(k: int) -> int:
+        """Rows of ``coef`` for ``k`` classes."""
+        raise NotImplementedError
+
+    def scores(self, margins: np.ndarray) -> np.ndarray:
+        """``(n, k)`` class scores of ``(n, R)`` margins."""
+        raise NotImplementedError
+
+    def check(self, n_labels: int, width: int, where: str) -> None:
+        """Raise :class:`BundleError` (naming ``where``) unless the arrays fit ``n_labels`` classes and ``width`` columns."""
+        k, rows = len(self.classes), self.coef.shape[0]
+        if k < 2 or rows != self.n_rows(k) or self.intercept.shape != (rows,):
+            raise BundleError(f"{where}: {k} classes need {self.n_rows(max(k, 2))} rows; coef has {rows}, intercept shape {self.intercept.shape}")
+        if np.any(np.diff(self.classes) <= 0) or self.classes[0] < 0 or self.classes[-1] >= n_labels:
+            raise BundleError(f"{where}: classes {self.classes.tolist()} are not ascending indices of the {n_labels} labels")
+        if self.coef.shape[1] != width:
+            raise BundleError(f"{where}: coef has {self.coef.shape[1]} columns, the model reads {width}")
+
+    def decision_function(self, data: np.ndarray, n_labels: int) -> np.ndarray:
+        """Decision values ``(n, n_labels)`` float64 of ``(n, d)`` rows; classes not seen in training get -inf."""
+        margins = np.asarray(data, dtype=np.float64) @ self.coef.T + self.intercept
+        out = np.full((len(margins), n_labels), -np.inf)
+        out[:, self.classes] = self.scores(margins)
+        return out
+
+
+class PairwiseLinear(LinearArrays):
+    """libsvm's linear one-vs-one SVM: one row per class pair ``(i, j)``, ``i < j``, in the order
+    ``(0, 1), (0, 2), …, (1, 2), …`` over the classes seen, and scikit-learn's one-vs-rest values.
+
+    Two classes: the margin ``m`` (positive for the second class: scikit-learn flips the sign of
+    a binary SVC's arrays) gives ``(-m, m)``. More classes: pair ``(i, j)`` votes for ``i`` where
+    its margin is ``>= 0`` and for ``j`` otherwise, and each class's summed margins ``s`` are
+    added as ``s / (3 (|s| + 1))``, which breaks ties without overturning a vote (scikit-learn's
+    ``decision_function_shape="ovr"``, in closed form over one-hot pair matrices).
+    """
+
+    @staticmethod
+    def n_rows(k: int) -> int:
+        return k * (k - 1) // 2
+
+    def scores(self, margins: np.ndarray) -> np.ndarray:
+        k = len(self.classes)
+        if k == 2:
+            return np.concatenate([-margins, margins], axis=1)
+        first, second = (np.eye(k)[index] for index in np.triu_indices(k, 1))  # (P, k) one-hot each
+        win_first = (margins >= 0).astype(np.float64)
+        votes = win_first @ first + (1.0 - win_first) @ second
+        confidence = margins @ (first - second)
+        return votes + confidence / (3 * (np.abs(confidence) + 1))
+
+
 @register
 class LinearSVM(SERModel):
-    """Linear-kernel SVM (libsvm, one-vs-one, one-vs-rest decision values) with inner speaker-independent C search."""
+    """Linear-kernel SVM (libsvm, one-vs-one, one-vs-rest decision values) with inner speaker-independent C search.
+
+    Fitted state: ``svm_`` (:attr:`Linear`: :class:`PairwiseLinear`), ``labels_``, ``inputs_`` (keys, in column
+    order) and ``widths_`` (their column counts), ``C_``, ``block_`` and ``columns_`` (the chosen
+    block's columns, ``None`` for all), ``temperature_``, ``inner_ua_``, ``oof_scores_``.
+    """
 
     name = "linear_svm"
     Config = LinearSVMConfig
+    #: How the fitted estimator is kept and saved (:class:`LinearArrays`).
+    Linear: ClassVar[type[LinearArrays]] = PairwiseLinear
 
     def check_config(self) -> None:
-        windows = self.config.windows
+        c = self.config
+        grid = c.C if isinstance(c.C, tuple) else (c.C,)
         check_option(
-            isinstance(windows, tuple) and len(windows) > 0 and all(is_integer(w) and w >= 1 for w in windows),
-            self.name, f"windows must be a list of integers >= 1, got {windows!r}",
+            len(grid) > 0 and all(is_number(v) and np.isfinite(v) and v > 0 for v in grid),
+            self.name, f"C must be a number > 0 or a non-empty list of them, got {plain(c.C)!r}",
+        )  # fmt: skip
+        check_choice(self.name, "class_weight", c.class_weight, ("balanced", None))
+        check_option(c.select is None or (isinstance(c.select, str) and c.select != ""), self.name,
+                     f"select must be an axis name or null, got {c.select!r}")  # fmt: skip
+        check_option(
+            isinstance(c.windows, tuple) and len(c.windows) > 0 and all(is_integer(w) and w >= 1 for w in c.windows),
+            self.name, f"windows must be a list of integers >= 1, got {plain(c.windows)!r}",
         )  # fmt: skip
         k = self.config.inner_folds
         check_option(k is None or (is_integer(k) and k >= 2), self.name, f"inner_folds must be null or an integer >= 2, got {k!r}")
@@ -176,7 +276,8 @@ class LinearSVM(SERModel):
         self.block_, self.C_ = best
         self.columns_ = blocks[self.block_]
         self.oof_scores_ = scores.get(best)
-        self.svm_ = self._svm(self.C_, seed).fit(self._chosen(data), y)
+        self.svm_ = self.Linear.from_estimator(self._svm(self.C_, seed).fit(self._chosen(data), y))
+        self.widths_ = [int(block.shape[1]) for block in X.values()]
         self.temperature_ = fit_temperature(scores[best], y) if self.config.calibrate and scores else 1.0
         return self
 
@@ -185,11 +286,10 @@ class LinearSVM(SERModel):
         and the keys missing in every row.
 
         Raises:
-            ConfigError: an input is frame level, or the keys differ from those fitted (bundles
-                saved before several inputs existed take any one key).
+            ConfigError: an input is frame level, or the keys differ from those fitted.
             FeatureError: a row partly NaN, or every input NaN in every row.
         """
-        if self.inputs_ is not None and list(X) != self.inputs_:
+        if list(X) != self.inputs_:
             raise ConfigError(f"{self.name}: fitted on features {self.inputs_}, got {list(X)}")
         blocks, absent = [], []
         for key, block in X.items():
@@ -290,8 +390,15 @@ class LinearSVM(SERModel):
         return out
 
     def decision_function(self, X: Inputs) -> np.ndarray:
-        """One-vs-rest decision values ``(n, K)``."""
-        return self._full_scores(self.svm_, self._chosen(self._matrix(X)[0]))
+        """One-vs-rest decision values ``(n, K)`` float64 (-inf for a class absent from training).
+
+        Raises:
+            ConfigError, FeatureError: as :meth:`_matrix`; an input of another width than fitted.
+        """
+        data = self._matrix(X)[0]
+        if data.shape[1] != sum(self.widths_):
+            raise ConfigError(f"{self.name}: fitted on {sum(self.widths_)} columns, got {data.shape[1]}")
+        return self.svm_.decision_function(self._chosen(data), len(self.labels_))
 
     def predict_proba(self, X: Inputs) -> np.ndarray:
         """``softmax(f(x) / T)``, ``(n, K)``; its argmax is the SVM's decision."""
@@ -308,30 +415,53 @@ class LinearSVM(SERModel):
             info["inner_ua"] = {f"{self.config.select} {b}, C {c}": ua for (b, c), ua in self.inner_ua_.items()}
         return info
 
+    def input_widths(self) -> dict[str, int]:
+        return dict(zip(self.inputs_, self.widths_))
+
     def save(self, directory: Path) -> None:
-        joblib.dump(self.svm_, directory / "svm.joblib")
+        """``weights.safetensors`` (the :class:`LinearArrays`) and ``state.json`` (labels, inputs
+        and their widths, chosen C, block and columns, temperature)."""
+        write_arrays(directory / "weights.safetensors",
+                     {"coef": self.svm_.coef, "intercept": self.svm_.intercept, "classes": self.svm_.classes})  # fmt: skip
         state = {
             "labels": self.labels_,
             "inputs": self.inputs_,
+            "widths": self.widths_,
             "C": self.C_,
             "block": self.block_,
             "columns": None if self.columns_ is None else self.columns_.tolist(),
             "temperature": self.temperature_,
         }
-        (directory / "state.json").write_text(json.dumps(state, indent=2))
+        write_json(directory / "state.json", state)
 
     @classmethod
     def load(cls, directory: Path, config: Mapping[str, Any]) -> LinearSVM:
+        """Rebuild a model written by :meth:`save` (arrays and JSON only).
+
+        Raises:
+            BundleError: a missing or malformed file or field (the message names both), or arrays
+                that do not fit the labels, the inputs' widths or the chosen columns.
+        """
         model = cls(dict(config))
-        state = json.loads((directory / "state.json").read_text())
-        model.svm_ = joblib.load(directory / "svm.joblib")
-        model.labels_ = state["labels"]
-        model.C_ = state["C"]
-        model.temperature_ = state["temperature"]
-        # bundles written before several inputs and block choice existed: one input, every column
-        model.block_ = state.get("block")
-        model.columns_ = None if state.get("columns") is None else np.asarray(state["columns"], dtype=np.int64)
-        model.inputs_ = state.get("inputs")
+        where = directory / "state.json"
+        state = read_json(where)
+        model.labels_ = take(state, "labels", is_labels, "a list of at least two distinct class names", where)
+        model.inputs_ = take(state, "inputs", lambda v: is_str_list(v) and v and len(set(v)) == len(v),
+                             "a non-empty list of distinct feature keys", where)  # fmt: skip
+        model.widths_ = take(state, "widths", lambda v: is_int_list(v) and len(v) == len(model.inputs_) and min(v) >= 1,
+                             f"{len(model.inputs_)} column counts >= 1, one per input", where)  # fmt: skip
+        model.C_ = take(state, "C", is_positive, "a number > 0", where)
+        model.temperature_ = take(state, "temperature", is_positive, "a number > 0", where)
+        model.block_ = take(state, "block", lambda v: v is None or isinstance(v, str), "a block label or null", where)
+        total = sum(model.widths_)
+        columns = take(state, "columns", lambda v: v is None or (is_int_list(v) and v == sorted(set(v)) and v and 0 <= v[0] and v[-1] < total),
+                       f"null or ascending column indices in [0, {total})", where)  # fmt: skip
+        model.columns_ = None if columns is None else np.asarray(columns, dtype=np.int64)
+        path = directory / "weights.safetensors"
+        arrays = read_arrays(path, {"coef": ("f", 2), "intercept": ("f", 1), "classes": ("i", 1)})
+        model.svm_ = cls.Linear(arrays["coef"].astype(np.float64), arrays["intercept"].astype(np.float64),
+                                arrays["classes"].astype(np.int64))  # fmt: skip
+        model.svm_.check(len(model.labels_), total if columns is None else len(columns), str(path))
         model.inner_ua_, model.missing_inputs_ = {}, []
         model.oof_scores_ = None
         return model

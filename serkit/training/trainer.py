@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -64,6 +65,10 @@ class TrainConfig:
             raise ConfigError(f"monitor must be 'ua' or 'loss', got {self.monitor!r}")
         if self.valid_speakers < 0:
             raise ConfigError("valid_speakers must be >= 0")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
 
 
 def choose_device(name: str) -> torch.device:
