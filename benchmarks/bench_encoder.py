@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from machine import busy_seconds, own_cpu_seconds
 
 from serkit.audio import load_audio
 from serkit.corpora import get_corpus
@@ -57,42 +58,17 @@ from serkit.features.encoders import SpeechEncoder
 from serkit.features.whisper import WHISPER_CHUNK, WHISPER_HOP, WHISPER_N_FFT
 
 
-def _busy_seconds() -> float:
-    """CPU seconds all processes have used since boot (Linux ``/proc/stat``; NaN elsewhere)."""
-    try:
-        with open("/proc/stat", encoding="utf-8") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return float("nan")
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_seconds() -> float:
-    """CPU seconds of this process and of its child processes (extraction workers; Linux ``/proc``)."""
-    total, me, tick = time.process_time(), str(os.getpid()), os.sysconf("SC_CLK_TCK")
-    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="utf-8") as f:
-                fields = f.read().rsplit(")", 1)[1].split()  # from field 3 (state) on
-        except (OSError, IndexError):
-            continue
-        if entry.name.isdigit() and fields[1] == me:  # parent pid; then utime, stime (fields 14, 15)
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
 def _timed(run: Callable[[], object], repeat: int) -> tuple[float, float]:
     """Best wall seconds of ``repeat`` runs after a warm-up, and the cores other processes kept
     busy meanwhile (machine-wide busy CPU time minus this process's and its workers', per wall
     second)."""
     run()  # warm-up
-    best, busy, own, start_all = float("inf"), _busy_seconds(), _own_cpu_seconds(), time.perf_counter()
+    best, busy, own, start_all = float("inf"), busy_seconds(), own_cpu_seconds(), time.perf_counter()
     for _ in range(repeat):
         start = time.perf_counter()
         run()
         best = min(best, time.perf_counter() - start)
-    others = (_busy_seconds() - busy - (_own_cpu_seconds() - own)) / (time.perf_counter() - start_all)
+    others = (busy_seconds() - busy - (own_cpu_seconds() - own)) / (time.perf_counter() - start_all)
     return best, max(0.0, others)
 
 

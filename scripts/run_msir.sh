@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# MSIR Table 1 rows (Wu et al. 2024) of docs/results_msir.md on a 2-core CPU machine: one LOSO run
-# per RUN name, from the CPU-budget recipes in recipes/reduced/ (their headers say what they reduce).
+# MSIR Table 1 rows (Wu et al. 2024) of docs/results_msir.md on a 2-core CPU machine: the named runs
+# of the sweeps sweeps/msir_table1.yaml (every row, seed 0) and sweeps/msir_loss.yaml (w2v-EN, focal
+# loss against cross-entropy, seeds 0-2), through `serkit sweep --only`.
 #
-# Usage: scripts/run_msir.sh RUN [RUN ...]      (one after the other; one shell per core)
-#        RUN = CORPUS-ROW-LOSS-sSEED, e.g. emodb-w2v_en-fl-s1, emovo-llf_lstm_3d-ce-s0
-#        CORPUS emodb | emovo (EMOVO_ROOT, default ../shared/corpora/emovo)
-#        ROW-LOSS picks recipes/reduced/msir_<ROW>_<LOSS>.yaml (ROW "msir", the full system:
-#        recipes/reduced/msir_<LOSS>.yaml); LOSS fl = focal loss, ce = cross-entropy
-#        SEED goes to --set seed=SEED; nothing else is overridden.
+# Usage: scripts/run_msir.sh RUN [RUN ...]      (one after the other; start one shell per core)
+#        RUN = CORPUS-ROW-LOSS-sSEED, e.g. emodb-w2v_en-fl-s1, emovo-llf_lstm_3d-ce-s0 (shell patterns
+#        such as 'emodb-*-s0' work too); CORPUS emodb | emovo (EMOVO_ROOT, default
+#        ../shared/corpora/emovo); the recipes are recipes/reduced/msir_<ROW>_<LOSS>.yaml (ROW "msir",
+#        the full system: recipes/reduced/msir_<LOSS>.yaml).
 # A RUN is `serkit experiment RECIPE --set seed=SEED [--corpus emovo --root EMOVO_ROOT]
-# --out results/msir/RUN --resume`, with OMP_NUM_THREADS=1 and a GNU `time -v` report appended to
-# results/msir/RUN.time. A run whose folder exists is done and skipped, one that another shell is
-# running (it holds RUN.lock) is skipped, and one that was interrupted continues from the folds it
-# finished (--resume; metrics.json's extra.fold_cost then still has every fold).
+# --out results/msir/RUN --resume` with OMP_NUM_THREADS=1 (metrics.json records each fold's wall
+# time, CPU time and peak memory). The sweep skips a complete run, leaves one that another shell is
+# running to it, and resumes an interrupted one from the folds it finished; once every run of a
+# sweep is complete it writes its table, results/msir/<sweep>.md. Without RUN names: every run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -24,25 +24,10 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 if [ -n "${SERKIT_FAST_MALLOC:-}" ]; then
     export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736
 fi
-OUT=results/msir
-mkdir -p "$OUT"
-
+table1=() loss=()
 for name in "$@"; do
-    if [[ ! $name =~ ^(emodb|emovo)-(.+)-(fl|ce)-s([0-9]+)$ ]]; then
-        echo "bad run name $name (want CORPUS-ROW-LOSS-sSEED)" >&2; exit 2
-    fi
-    corpus=${BASH_REMATCH[1]} row=${BASH_REMATCH[2]} loss=${BASH_REMATCH[3]} seed=${BASH_REMATCH[4]}
-    recipe=recipes/reduced/msir_${row}_${loss}.yaml
-    [ "$row" = msir ] && recipe=recipes/reduced/msir_${loss}.yaml
-    [ -e "$recipe" ] || { echo "no recipe $recipe for $name" >&2; exit 2; }
-    args=(--set "seed=$seed")
-    [ "$corpus" = emovo ] && args+=(--corpus emovo --root "${EMOVO_ROOT:-../shared/corpora/emovo}")
-    if [ -e "$OUT/$name/metrics.json" ]; then echo "skip $name (done)"; continue; fi
-    exec 9>"$OUT/$name.lock"
-    if ! flock -n 9; then echo "skip $name (running in another shell)"; exec 9>&-; continue; fi
-    echo "$(date -u +%H:%M:%S) start $name: $recipe ${args[*]}"
-    /usr/bin/time -a -v -o "$OUT/$name.time" \
-        serkit experiment "$recipe" "${args[@]}" --out "$OUT/$name" --resume --quiet
-    exec 9>&-
-    echo "$(date -u +%H:%M:%S) done $name"
+    # the w2v-EN runs beyond Table 1's seed 0 belong to the loss study
+    if [[ $name =~ -w2v_en-(fl-s[0-9]+|ce-s[1-9][0-9]*)$ ]]; then loss+=(--only "$name"); else table1+=(--only "$name"); fi
 done
+if [ $# -eq 0 ] || [ ${#table1[@]} -gt 0 ]; then serkit sweep sweeps/msir_table1.yaml "${table1[@]}" --quiet; fi
+if [ $# -eq 0 ] || [ ${#loss[@]} -gt 0 ]; then serkit sweep sweeps/msir_loss.yaml "${loss[@]}" --quiet; fi

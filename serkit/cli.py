@@ -32,6 +32,10 @@ RootOpt = Annotated[
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: dotted.key=value (YAML).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ClusterOpt = Annotated[
+    Optional[str],
+    typer.Option("--cluster", help="Dask scheduler address or file to run on (default: the recipe's, then $SERKIT_CLUSTER; local: here)."),
+]
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -61,6 +65,7 @@ def experiment(
         bool,
         typer.Option("--resume", help="Continue an interrupted run into --out, reusing the folds it kept in OUT.folds/."),
     ] = False,
+    cluster: ClusterOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a recipe on its protocol's folds and write a report folder."""
@@ -70,6 +75,8 @@ def experiment(
     _setup_logging(quiet)
     try:
         resolved = load_recipe(recipe, corpus=corpus, root=root or None, overrides=set_ or ())
+        if cluster is not None:
+            resolved["cluster"] = cluster
         run_dir = run_experiment(resolved, out_dir, progress=not quiet, overwrite=overwrite, resume=resume)
     except SerkitError as exc:
         _fail(exc)
@@ -409,3 +416,33 @@ def table(
     except SerkitError as exc:
         _fail(exc)
     typer.echo(json.dumps([row.to_dict() for row in rows], indent=2) if as_json else render_table(rows).rstrip("\n"))
+
+
+@app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML (see sweeps/).", exists=True, dir_okay=False)],
+    set_: SetOpt = None,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only this run (name or shell pattern); repeat.")] = None,
+    cluster: ClusterOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a grid of recipes x corpora x --set values x seeds and end with one table (mean ± std over
+    seeds, paired per fold with the baseline). Complete runs are skipped, interrupted ones resumed;
+    a failed run is reported (exit code 1) and the others go on."""
+    from serkit.sweep import load_sweep, run_sweep
+
+    _setup_logging(quiet)
+    try:
+        loaded = load_sweep(sweep_file, overrides=set_ or ())
+        report = run_sweep(loaded, only=only or (), cluster=cluster, progress=not quiet)
+    except SerkitError as exc:
+        _fail(exc)
+    for outcome in report.outcomes:
+        console.print(f"{outcome.run.name}: {outcome.status}" + (f" ({outcome.message})" if outcome.message else ""))
+    if report.table is None:
+        console.print(f"{len(report.missing)} of {len(loaded.runs)} runs are not complete; the table comes when they are")
+    else:
+        typer.echo(report.table.rstrip("\n"))
+        console.print(f"table: {report.files[0]}")
+    if report.failed:
+        raise typer.Exit(1)

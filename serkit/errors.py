@@ -86,3 +86,7 @@ class FeatureError(SerkitError, ValueError):
 
 class BundleError(SerkitError, ValueError):
     """A saved model bundle is missing, incomplete or from an incompatible version."""
+
+
+class ClusterError(SerkitError, RuntimeError):
+    """A Dask cluster cannot be used: not installed, unreachable, without workers, or it lost the work."""

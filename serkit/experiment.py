@@ -8,6 +8,11 @@ work is complete. While :func:`run_experiment` works, each finished fold is kept
 ``<run folder>.folds/`` (:class:`FoldCheckpoints`), so an interrupted run can be continued with
 ``resume=True`` (``serkit experiment --resume``) instead of starting again; the folder is deleted
 once the run folder is written.
+
+Where the work runs: on this machine (extraction in ``n_jobs`` processes, folds one after
+another), or, when the recipe's ``cluster`` or ``SERKIT_CLUSTER`` names a Dask scheduler, as
+tasks on that cluster (:mod:`serkit.cluster`): extraction over files, training over folds. The
+results are the same; ``metrics.json["extra"]["executor"]`` says where a cluster run ran.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import resource
 import shutil
 import time
 import zipfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +37,7 @@ import pandas as pd
 import serkit
 from serkit.adaptation import standardise
 from serkit.bundle import save_bundle
+from serkit.cluster import open_runner
 from serkit.corpora import get_corpus
 from serkit.corpora.pool import load_pooled
 from serkit.corpora.vocabulary import select_labels
@@ -115,13 +122,14 @@ def check_recipe(recipe: dict[str, Any]) -> FeaturePlan:
     return built["features"]
 
 
-def prepare_dataset(recipe: dict[str, Any], *, progress: bool = True) -> Dataset:
+def prepare_dataset(recipe: dict[str, Any], *, progress: bool = True, runner: Any = None) -> Dataset:
     """Load the recipe's corpus (or pool its ``corpora``), keep the classes of its ``labels``, and
     compute the features that do not depend on a fold.
 
     Every component of the recipe is checked first (:func:`check_recipe`). Extractors and fixed
-    derived features run here (cached when ``cache_dir`` is set); utterances any of them could
-    not process are dropped and listed in ``failures``.
+    derived features run here (cached when ``cache_dir`` is set), or as the tasks of ``runner``
+    (:class:`serkit.cluster.DaskRunner`) when one is given; utterances any of them could not
+    process are dropped and listed in ``failures``.
 
     Raises:
         ConfigError, CorpusError: bad recipe, ``labels`` or corpus folder.
@@ -137,7 +145,9 @@ def prepare_dataset(recipe: dict[str, Any], *, progress: bool = True) -> Dataset
         order = list(adapter.labels)
     if recipe.get("labels") is not None:
         table, order = select_labels(table, recipe["labels"])
-    done = plan.materialise(table, cache_dir=recipe.get("cache_dir"), n_jobs=recipe.get("n_jobs", -1), progress=progress)
+    done = plan.materialise(
+        table, cache_dir=recipe.get("cache_dir"), n_jobs=recipe.get("n_jobs", -1), progress=progress, runner=runner
+    )
     by_id = table.set_index("utterance_id")["path"]
     failures = [{"utterance_id": f["utterance_id"], "path": str(by_id[f["utterance_id"]]), "feature": f["feature"],
                  "error": f["error"]} for f in done.failures]  # fmt: skip
@@ -192,8 +202,8 @@ def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndar
     return model.predict_proba(x_test), info
 
 
-# Recipe keys that change where features are cached and how many workers extract them, never a result.
-_NOT_RESULT_KEYS = ("cache_dir", "n_jobs")
+# Recipe keys that change where features are cached and where the work runs, never a result.
+_NOT_RESULT_KEYS = ("cache_dir", "n_jobs", "cluster")
 
 
 @dataclass
@@ -216,9 +226,10 @@ class FoldResult:
 class FoldCheckpoints:
     """Finished folds of one run, one ``<fold>.npz`` each in ``<out_dir>.folds/``.
 
-    A checkpoint records the recipe's digest (SHA-256 of the recipe without ``cache_dir`` and
-    ``n_jobs``) and the fold's test utterance IDs, so a fold is only reused by the same recipe on
-    the same folds. Each file is written atomically: a fold is either complete or absent.
+    A checkpoint records the recipe's digest (SHA-256 of the recipe without ``cache_dir``,
+    ``n_jobs`` and ``cluster``) and the fold's test utterance IDs, so a fold is only reused by the
+    same recipe on the same folds. Each file is written atomically: a fold is either complete or
+    absent.
     """
 
     def __init__(self, out_dir: str | Path, recipe: dict[str, Any]):
@@ -266,6 +277,40 @@ class FoldCheckpoints:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _fold_task(fold: Fold, recipe: dict[str, Any], data: Dataset) -> FoldResult:
+    """One fold as a cluster task (:meth:`serkit.cluster.DaskRunner.map` passes the item first)."""
+    return _timed_fold(recipe, data, fold)
+
+
+def _fit_folds(recipe: dict[str, Any], data: Dataset, folds: list[Fold], runner: Any) -> Any:
+    """``(fold, result)`` as each fold finishes: here one after another, or all at once as tasks of ``runner``."""
+    if runner is None:
+        for fold in folds:
+            yield fold, _timed_fold(recipe, data, fold)
+        return
+    name = f"fold-{recipe['name']}-{corpus_title(recipe)}-s{recipe['seed']}"
+    for i, result in runner.map(_fold_task, folds, recipe, data, name=name, share=(1,)):
+        yield folds[i], result
+
+
+def _evaluate(
+    recipe: dict[str, Any], data: Dataset, folds: list[Fold], checkpoints: FoldCheckpoints, resume: bool, runner: Any
+) -> tuple[dict[str, FoldResult], list[str]]:
+    """Every fold's result (kept ones reused when ``resume``), each checkpointed as it finishes; the reused names."""
+    test_ids = {fold.name: data.table["utterance_id"].iloc[fold.test].tolist() for fold in folds}
+    results: dict[str, FoldResult] = {}
+    for fold in folds if resume else ():
+        kept = checkpoints.load(fold.name, test_ids[fold.name])
+        if kept is not None:
+            results[fold.name] = kept
+    resumed = list(results)
+    for fold, result in _fit_folds(recipe, data, [fold for fold in folds if fold.name not in results], runner):
+        checkpoints.save(fold.name, test_ids[fold.name], result)
+        results[fold.name] = result
+        log.info("fold %s done", fold.name)
+    return results, resumed
+
+
 def _timed_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> FoldResult:
     wall, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     proba, info = run_fold(recipe, data, fold)
@@ -292,13 +337,22 @@ def run_experiment(
     progress: bool = True,
     overwrite: bool = False,
     resume: bool = False,
+    runner: Any = None,
+    dataset: Dataset | None = None,
 ) -> Path:
     """Evaluate a resolved recipe on its protocol's folds and write the run folder.
 
     Every finished fold is kept in ``<out_dir>.folds/`` (:class:`FoldCheckpoints`) until the run
     folder is written. With ``resume=True`` the folds kept there by an interrupted run of the same
     recipe are reused and only the others are fitted. Each fold's model is seeded on its own, so
-    the result is the one an uninterrupted run gives.
+    the result is the one an uninterrupted run gives, whatever order the folds finish in.
+
+    Args:
+        runner: a :class:`serkit.cluster.DaskRunner` to run extraction and folds as its tasks;
+            ``None``: the recipe's ``cluster`` (or ``SERKIT_CLUSTER``) is connected to for this
+            run, and without one everything runs here.
+        dataset: :func:`prepare_dataset`'s result for this recipe's corpus, features and cache
+            (a sweep shares one between runs); ``None``: prepared here.
 
     Returns:
         The run folder (``config.yaml``, ``metrics.json``, ``predictions.csv``, ``report.md``,
@@ -307,6 +361,8 @@ def run_experiment(
         ``resumed_folds``.
 
     Raises:
+        ClusterError: the cluster cannot be reached or has no workers (before any work), or lost
+            the work.
         ConfigError: bad recipe; ``out_dir`` already holds a run and ``overwrite`` is false
             (checked before any work); ``<out_dir>.folds/`` holds folds of an interrupted run while
             ``resume`` and ``overwrite`` are false (``overwrite`` alone discards them); a kept fold
@@ -317,11 +373,15 @@ def run_experiment(
     """
     out_dir = Path(out_dir) if out_dir is not None else default_run_dir(recipe)
     check_output_dir(out_dir, overwrite=overwrite)
-    with output_lock(out_dir):
-        return _run_experiment(recipe, out_dir, progress=progress, overwrite=overwrite, resume=resume)
+    with output_lock(out_dir), open_runner(recipe) if runner is None else nullcontext(runner) as active:
+        return _run_experiment(recipe, out_dir, progress=progress, overwrite=overwrite, resume=resume, runner=active,
+                               dataset=dataset)  # fmt: skip
 
 
-def _run_experiment(recipe: dict[str, Any], out_dir: Path, *, progress: bool, overwrite: bool, resume: bool) -> Path:
+def _run_experiment(
+    recipe: dict[str, Any], out_dir: Path, *, progress: bool, overwrite: bool, resume: bool, runner: Any,
+    dataset: Dataset | None,
+) -> Path:  # fmt: skip
     checkpoints = FoldCheckpoints(out_dir, recipe)
     kept = checkpoints.finished()
     if kept and not resume:
@@ -333,20 +393,17 @@ def _run_experiment(recipe: dict[str, Any], out_dir: Path, *, progress: bool, ov
         log.warning("discarding the folds of an interrupted run in %s (overwrite)", checkpoints.dir)
         checkpoints.clear()
     started = time.perf_counter()
-    data = prepare_dataset(recipe, progress=progress)
+    data = dataset if dataset is not None else prepare_dataset(recipe, progress=progress, runner=runner)
     extraction_s = time.perf_counter() - started
     protocol = make_folds(data.table, recipe["protocol"])
+    results, resumed = _evaluate(recipe, data, protocol.folds, checkpoints, resume, runner)
+    if dataset is None and runner is not None:
+        runner.release(data)
     frames = []
-    fit_info, fold_cost, resumed = {}, {}, []
+    fit_info, fold_cost = {}, {}
     for fold in protocol.folds:
         rows = data.table.iloc[fold.test]
-        test_ids = rows["utterance_id"].tolist()
-        result = checkpoints.load(fold.name, test_ids) if resume else None
-        if result is None:
-            result = _timed_fold(recipe, data, fold)
-            checkpoints.save(fold.name, test_ids, result)
-        else:
-            resumed.append(fold.name)
+        result = results[fold.name]
         proba = result.proba
         frame = pd.DataFrame(
             {
@@ -364,7 +421,6 @@ def _run_experiment(recipe: dict[str, Any], out_dir: Path, *, progress: bool, ov
         frames.append(frame)
         fit_info[fold.name] = result.info
         fold_cost[fold.name] = result.cost
-        log.info("fold %s %s", fold.name, "reused" if fold.name in resumed else "done")
     described = protocol.describe()
     described["normalisation"] = recipe["normalisation"]
     described["adapt"] = recipe.get("adapt", "none")
@@ -380,9 +436,12 @@ def _run_experiment(recipe: dict[str, Any], out_dir: Path, *, progress: bool, ov
             "total": round(time.perf_counter() - started + sum(fold_cost[name]["wall_s"] for name in resumed), 2),
         },
     }
+    if runner is not None:
+        extra["executor"] = runner.describe()
     run_dir = write_run(
         out_dir,
-        config=recipe,
+        # where it ran is not part of the experiment: config.yaml re-runs it anywhere
+        config={key: value for key, value in recipe.items() if key != "cluster"},
         predictions=pd.concat(frames, ignore_index=True),
         labels=data.labels,
         protocol=described,
@@ -408,10 +467,14 @@ def train_bundle(
     utterance. ``documents`` (file name -> text, such as ``README.md``) go into the bundle
     (:func:`~serkit.bundle.save_bundle`).
 
+    Feature extraction runs on the recipe's cluster when it (or ``SERKIT_CLUSTER``) names one; the
+    model is fitted here.
+
     Returns:
         The bundle folder (see :mod:`serkit.bundle`), written atomically.
 
     Raises:
+        ClusterError: the recipe's cluster cannot be reached or has no workers.
         OutputExistsError: ``out_dir`` is not empty and ``overwrite`` is false (checked first).
         OutputError: another run is writing ``out_dir``, or the bundle cannot be written.
     """
@@ -423,7 +486,8 @@ def train_bundle(
 def _train_bundle(
     recipe: dict[str, Any], out_dir: str | Path, *, progress: bool, overwrite: bool, documents: dict[str, str] | None
 ) -> Path:
-    data = prepare_dataset(recipe, progress=progress)
+    with open_runner(recipe) as runner:
+        data = prepare_dataset(recipe, progress=progress, runner=runner)
     speakers = data.speakers
     inputs, fitted = data.fold_inputs(np.arange(len(data.table)), recipe["seed"])
     normalisers = fit_normalisers(recipe["normalisation"], inputs, speakers)

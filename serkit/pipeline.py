@@ -159,6 +159,7 @@ class FeaturePlan:
         cache_dir: str | Path | None = None,
         n_jobs: int = 1,
         progress: bool = True,
+        runner: Any = None,
     ) -> Materialised:
         """Compute :attr:`stored` for every utterance of ``table`` (module docstring).
 
@@ -167,6 +168,9 @@ class FeaturePlan:
             cache_dir: feature cache folder (extractors and fixed derived features); ``None``: off.
             n_jobs: extraction processes (-1: all cores).
             progress: show a progress bar over the utterances.
+            runner: a task runner (:class:`serkit.cluster.DaskRunner`): extractors and fixed
+                derived features run as its tasks (cache entries written as without it);
+                ``None``: in this process and ``n_jobs`` extraction processes.
 
         Returns:
             The ids every step could use, their stored features, the failures.
@@ -187,11 +191,11 @@ class FeaturePlan:
                     alive = chunk[~chunk["utterance_id"].isin(list(failed))]
                     node = self.nodes[key]
                     if node.extractor is not None:
-                        local[key] = self._extract(node, alive, cache_dir, n_jobs, failed)
+                        local[key] = self._extract(node, alive, cache_dir, n_jobs, failed, runner)
                     else:
                         ids = alive["utterance_id"].tolist()
                         items = [{name: local[name][uid] for name in node.inputs} for uid in ids]
-                        local[key] = self._derive(node, ids, items, cache_dir, failed)
+                        local[key] = self._derive(node, ids, items, cache_dir, failed, runner)
                 for key in self.stored:
                     values[key].update(local[key])
                 advance(len(chunk))
@@ -212,15 +216,20 @@ class FeaturePlan:
                 todo.extend(self.nodes[key].inputs)
         return found
 
-    def _extract(self, node: Node, rows: pd.DataFrame, cache_dir, n_jobs, failed) -> dict[str, np.ndarray]:
-        fs = extract_features(rows, node.extractor, channel=node.channel, cache_dir=cache_dir, n_jobs=n_jobs, progress=False)
+    def _extract(self, node: Node, rows: pd.DataFrame, cache_dir, n_jobs, failed, runner) -> dict[str, np.ndarray]:
+        fs = extract_features(
+            rows, node.extractor, channel=node.channel, cache_dir=cache_dir, n_jobs=n_jobs, progress=False, runner=runner
+        )
         for uid, message in fs.failures.items():
             failed[uid] = (node.key, message)
             log.warning("skipping %s (%s): %s", uid, node.key, message)
         return dict(zip(fs.ids, fs.values))
 
-    def _derive(self, node: Node, ids: list[str], items: list[dict[str, np.ndarray]], cache_dir, failed) -> dict[str, np.ndarray]:
-        """The fixed derived feature of ``items``, from the cache where it holds them."""
+    def _derive(
+        self, node: Node, ids: list[str], items: list[dict[str, np.ndarray]], cache_dir, failed, runner=None
+    ) -> dict[str, np.ndarray]:
+        """The fixed derived feature of ``items``, from the cache where it holds them (the rest
+        computed here, or as a runner's tasks; this process writes the cache entries)."""
         feature: FixedFeature = node.derived  # type: ignore[assignment]
         folder = None if cache_dir is None else derived_cache_folder(cache_dir, feature)
         paths = [None if folder is None else folder / f"{derived_cache_key(feature, item)}.npy" for item in items]
@@ -233,7 +242,7 @@ class FeaturePlan:
             else:
                 out[uid] = cached
         if todo:
-            computed = _compute(feature, [item for _, item, _ in todo])
+            computed = _compute_on(runner, feature, [item for _, item, _ in todo])
             for (uid, _, path), result in zip(todo, computed):
                 if isinstance(result, FeatureError):
                     failed[uid] = (node.key, str(result))
@@ -398,6 +407,20 @@ def _compute(feature: FixedFeature, items: list[dict[str, np.ndarray]]) -> list[
             except FeatureError as exc:
                 out.append(exc)
         return out
+
+
+def _compute_on(runner: Any, feature: FixedFeature, items: list[dict[str, np.ndarray]]) -> list[np.ndarray | FeatureError]:
+    """:func:`_compute` here, or in parts as the tasks of ``runner`` (a few per worker thread); results in order."""
+    if runner is None or len(items) < 2:
+        return _compute(feature, items)
+    size = -(-len(items) // (4 * runner.threads()))
+    parts = [items[i : i + size] for i in range(0, len(items), size)]
+    done = dict(runner.map(_compute_part, parts, feature, name=f"derive-{feature.name}"))
+    return [result for i in range(len(parts)) for result in done[i]]
+
+
+def _compute_part(items: list[dict[str, np.ndarray]], feature: FixedFeature) -> list[np.ndarray | FeatureError]:
+    return _compute(feature, items)
 
 
 def _raise_failures(node: Node, results: list[np.ndarray | FeatureError]) -> list[np.ndarray]:

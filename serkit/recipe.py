@@ -21,6 +21,7 @@ A recipe is a YAML mapping. Every key has a default except ``features`` and ``mo
     seed: 0
     cache_dir: .cache/serkit           # null switches the feature cache off
     n_jobs: -1                         # processes for feature extraction (-1: all cores)
+    cluster: null                      # Dask scheduler address; null: SERKIT_CLUSTER or local
 
 ``corpora`` pools its corpora into one table (:func:`serkit.corpora.pool.load_pooled`: ids
 prefixed with the corpus name, a ``corpus`` column), the table the protocol
@@ -71,6 +72,9 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "cache_dir": ".cache/serkit",
     "n_jobs": -1,
+    # Where the work runs (serkit.cluster): a Dask scheduler address, "local", or null
+    # (the environment variable SERKIT_CLUSTER, else local). Never part of a result.
+    "cluster": None,
 }
 CORPUS_KEYS = {"name", "root", "options"}
 FEATURE_KEYS = {"extractor", "config", "channel"}
@@ -337,3 +341,5 @@ def _validate(recipe: dict[str, Any]) -> None:
         raise ConfigError("recipe: adapt applies to normalisation: global (the training statistics it replaces)")
     if isinstance(recipe["seed"], bool) or not isinstance(recipe["seed"], int):
         raise ConfigError(f"recipe: seed must be an integer, got {recipe['seed']!r}")
+    if recipe["cluster"] is not None and not (isinstance(recipe["cluster"], str) and recipe["cluster"].strip()):
+        raise ConfigError(f"recipe: cluster must be a Dask scheduler address, a scheduler file or 'local', got {recipe['cluster']!r}")

@@ -401,6 +401,14 @@ def test_errors_from_bytes_use_the_given_name() -> None:
     with pytest.raises(UnreadableAudioError) as info:
         load_audio(b"RIFF\x00\x00", name="upload-17")
     assert info.value.path == "upload-17" and "upload-17" in str(info.value)
+    # the same bytes give the same message in any process: no "<_io.BytesIO object at 0x…>" in it
+    messages = set()
+    for _ in range(2):
+        with pytest.raises(UnreadableAudioError) as info:
+            load_audio(bytearray(b"RIFF\x00\x00\x00\x00WAVEgarbage"), name="upload-17")
+        messages.add(str(info.value))
+    [message] = messages
+    assert " object at 0x" not in message and "data" in message
 
 
 # --------------------------------------------------------------------------------------------

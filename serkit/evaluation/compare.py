@@ -5,8 +5,8 @@ A run folder is what :func:`serkit.evaluation.report.write_run` writes; this mod
 from the folder's name:
 
 - the run's **seed**: ``config.yaml``'s ``seed``;
-- the run's **identity**: the resolved config without ``seed``, ``name``, ``cache_dir`` and
-  ``n_jobs`` (:data:`NOT_IDENTITY_KEYS`). Runs of one recipe (with the same overrides) over
+- the run's **identity**: the resolved config without ``seed``, ``name``, ``cache_dir``,
+  ``n_jobs`` and ``cluster`` (:data:`NOT_IDENTITY_KEYS`). Runs of one recipe (with the same overrides) over
   several seeds share an identity; any other difference (model option, corpus, protocol,
   normalisation, features) makes another system.
 
@@ -31,8 +31,8 @@ from serkit.errors import ConfigError
 from serkit.recipe import corpus_title
 
 #: Resolved-config keys that do not make another system: the seed varies over repeats of one
-#: system, the name is a label, and the cache folder and worker count never change a result.
-NOT_IDENTITY_KEYS = ("seed", "name", "cache_dir", "n_jobs")
+#: system, the name is a label, and the cache folder, worker count and cluster never change a result.
+NOT_IDENTITY_KEYS = ("seed", "name", "cache_dir", "n_jobs", "cluster")
 #: Metrics that every fold of ``metrics.json`` holds and :func:`compare_runs` can pair.
 FOLD_METRICS = ("ua", "wa", "macro_f1")
 
@@ -473,9 +473,11 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: value}
 
 
-def render_table(rows: Sequence[TableRow]) -> str:
-    """A Markdown table of :func:`results_table` rows (UA, WA, macro-F1 as fractions, 3 decimals)."""
-    header = ["system", "corpus", "seeds", "UA", "WA", "macro-F1", "fold UA", "best / run epochs",
+def render_table(rows: Sequence[TableRow], extra: Mapping[str, Sequence[str]] | None = None) -> str:
+    """A Markdown table of :func:`results_table` rows (UA, WA, macro-F1 as fractions, 3 decimals);
+    ``extra`` adds columns, header -> one cell per row (e.g. a sweep's comparison with its baseline)."""
+    extra = dict(extra or {})
+    header = ["system", "corpus", "seeds", "UA", "WA", "macro-F1", "fold UA", *extra, "best / run epochs",
               "wall per run", "user CPU s per run", "peak RSS GiB"]
     lines = [
         (
@@ -483,12 +485,13 @@ def render_table(rows: Sequence[TableRow]) -> str:
             row.corpus,
             f"{len(row.seeds)}: " + ", ".join(str(s) for s in row.seeds),
             *(_summary_text(x) for x in (row.ua, row.wa, row.macro_f1, row.fold_ua)),
+            *(cells[i] for cells in extra.values()),
             "–" if row.best_epoch is None else f"{row.best_epoch:.1f} / {row.epochs_run:.1f}",
             "–" if row.wall_s is None else _clock(row.wall_s),
             "–" if row.user_cpu_s is None else f"{row.user_cpu_s:.0f}",
             "–" if row.peak_rss_mib is None else f"{row.peak_rss_mib / 1024:.2f}",
         )
-        for row in rows
+        for i, row in enumerate(rows)
     ]
     note = (
         "\nUA, WA, macro-F1: pooled per run, mean ± sample std over the seeds; fold UA: mean ± sample "

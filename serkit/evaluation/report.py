@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ PREDICTION_COLUMNS = ("utterance_id", "speaker", "fold", "true", "predicted")
 _TEXT_COLUMNS = {c: str for c in PREDICTION_COLUMNS}
 
 FILES = ("config.yaml", "predictions.csv", "metrics.json", "report.md", "confusion.png")
+#: Plots are drawn one at a time: matplotlib's font cache is shared by every figure of the process,
+#: and a sweep on a cluster writes run folders from several threads.
+_PLOT_LOCK = threading.Lock()
 
 
 def write_run(
@@ -175,8 +179,14 @@ def plot_confusion(path: str | Path, counts: np.ndarray, labels: Sequence[str], 
         labels: the K class names (axis tick labels).
         title: optional figure title.
 
-    Uses a bare :class:`matplotlib.figure.Figure` on the Agg canvas (no pyplot global state).
+    Uses a bare :class:`matplotlib.figure.Figure` on the Agg canvas (no pyplot global state),
+    one plot at a time.
     """
+    with _PLOT_LOCK:
+        _plot_confusion(path, counts, labels, title)
+
+
+def _plot_confusion(path: str | Path, counts: np.ndarray, labels: Sequence[str], title: str | None) -> None:
     counts = np.asarray(counts)
     k = len(labels)
     rows = counts.sum(axis=1, keepdims=True)

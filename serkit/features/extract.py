@@ -266,6 +266,7 @@ def _read_cached(entry: Path, extractor: Extractor) -> np.ndarray | None:
 class _Job:
     utterance_id: str
     path: str
+    data: bytes | None = None  # the file's bytes when the process extracting cannot read ``path``
 
 
 @dataclass(frozen=True)
@@ -340,19 +341,27 @@ def _load(
         AudioError: the file is unusable or lacks the channel.
     """
     if folder is None:
-        audio = load_audio(job.path, min_duration=min_duration)
+        audio = load_audio(job.path if job.data is None else job.data, min_duration=min_duration, name=job.path)
         entry = None
     else:
         data = _read_bytes(job.path)
         entry = folder / f"{cache_key(data, extractor, channel)}.npy"
-        if entry.is_file():
-            rate = _cached_file_rate(data, job.path, min_duration)
-            cached = _read_cached(entry, extractor)
-            if cached is not None:
-                return _Outcome(job.utterance_id, cached, rate, None)
+        hit = _cache_hit(job, data, entry, extractor, min_duration)
+        if hit is not None:
+            return hit
         audio = load_audio(data, min_duration=min_duration, name=job.path)
     mono = select_channel(audio, channel).resample(extractor.sample_rate)
     return _Loaded(job, mono, audio.sample_rate, entry)
+
+
+def _cache_hit(job: _Job, data: bytes, entry: Path, extractor: Extractor, min_duration: float) -> _Outcome | None:
+    """The features cached in ``entry`` for the file of bytes ``data``, None when absent or unusable
+    (:func:`_read_cached`). Raises AudioError when the file's header is unreadable or it is too short."""
+    if not entry.is_file():
+        return None
+    rate = _cached_file_rate(data, job.path, min_duration)
+    cached = _read_cached(entry, extractor)
+    return None if cached is None else _Outcome(job.utterance_id, cached, rate, None)
 
 
 def _extract_batch(batch: list[_Loaded], extractor: Extractor) -> dict[str, _Outcome]:
@@ -398,6 +407,7 @@ def extract_features(
     n_jobs: int = 1,
     progress: bool = True,
     min_duration: float = MIN_DURATION,
+    runner: Any = None,
 ) -> FeatureSet:
     """Features for every file of a corpus table (module docstring for the steps, cache and failures).
 
@@ -412,6 +422,8 @@ def extract_features(
         progress: show a rich progress bar.
         min_duration: shortest accepted recording in seconds (files below it fail with
             :class:`~serkit.errors.TooShortAudioError`).
+        runner: a :class:`serkit.cluster.DaskRunner`: the files are extracted as its tasks instead
+            (:mod:`serkit.features.remote`; ``n_jobs`` unused), same results and cache entries.
 
     Returns:
         FeatureSet with the successful ids in table order and the failures.
@@ -447,7 +459,7 @@ def extract_features(
     order = sorted(jobs, key=lambda job: _duration(job.path)) if extractor.batch_size > 1 else jobs
     found: dict[str, _Outcome] = {}
     with progress_bar(progress, f"{extractor.name} features", len(jobs)) as advance:
-        for chunk in _run(order, extractor, channel, folder, min_duration, n_jobs):
+        for chunk in _run(order, extractor, channel, folder, min_duration, n_jobs, runner):
             found.update((o.utterance_id, o) for o in chunk)
             advance(len(chunk))
     outcomes = [found[job.utterance_id] for job in jobs]
@@ -486,9 +498,15 @@ def _duration(path: str) -> float:
 
 
 def _run(
-    jobs: list[_Job], extractor: Extractor, channel: Channel, folder: Path | None, min_duration: float, n_jobs: int
+    jobs: list[_Job], extractor: Extractor, channel: Channel, folder: Path | None, min_duration: float, n_jobs: int,
+    runner: Any = None,
 ) -> Iterator[list[_Outcome]]:
-    """Outcomes in job order, chunk by chunk (in-process: one batch of files per chunk)."""
+    """Outcomes chunk by chunk (in-process: one batch of files per chunk, in job order)."""
+    if runner is not None:
+        from serkit.features.remote import extract_remote
+
+        yield from extract_remote(runner, jobs, extractor, channel, folder, min_duration)
+        return
     workers = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
     batch = max(1, int(extractor.batch_size))
     if workers == 1 or len(jobs) <= 1:
@@ -497,13 +515,16 @@ def _run(
         return
     from joblib import Parallel, delayed
 
-    # A few chunks per worker: the extractor is pickled once per chunk, not once per file,
-    # and progress still moves several times per worker; a chunk holds at least one batch.
-    size = max(batch, min(32, math.ceil(len(jobs) / (4 * workers))))
-    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
     parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator")
     task = delayed(_process_chunk)
-    yield from parallel(task(chunk, extractor, channel, folder, min_duration) for chunk in chunks)
+    yield from parallel(task(chunk, extractor, channel, folder, min_duration) for chunk in _chunks(jobs, workers, batch))
+
+
+def _chunks(jobs: list[_Job], workers: int, batch: int) -> list[list[_Job]]:
+    """A few chunks per worker: the extractor is pickled once per chunk, not once per file,
+    and progress still moves several times per worker; a chunk holds at least one batch."""
+    size = max(batch, min(32, math.ceil(len(jobs) / (4 * workers))))
+    return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
 
 @contextmanager
