@@ -147,6 +147,13 @@ it is erased.
 (none), {cal['batch']:.3f} (batch), {cal['speaker']:.3f} (speaker). `--min-confidence P` labels windows
 below P `uncertain`.
 
+## Speed
+
+On 2 CPU cores, warm: 60 s of speech in 0.74 s (real-time factor 0.012); the service answers 52
+requests/s for 3-s clips at 4 clients (p95 88 ms); cold start to the first answer 4.8 s. Figures,
+their bound and the previous model's: `docs/results_default_model.md`
+(`python benchmarks/bench_default_model.py`).
+
 ## Known limits
 
 Acted speech read by {len(trained['speakers'])} actors in studio conditions, three languages.
