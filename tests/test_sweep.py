@@ -70,7 +70,7 @@ def test_the_grid_names_every_run_and_puts_seeds_innermost(corpus, tmp_path):
         ({"set": {"normalisation": "speaker"}}, "set must map dotted keys to non-empty lists"),
         ({"baseline": "compare"}, "baseline 'compare' is not a recipe label"),
         ({"corpora": [{"name": "manifest", "root": "/no/such/folder"}]}, "root '/no/such/folder' is not a folder"),
-        ({"set": {"model.config.bogus": [1]}}, "model: LinearSVMConfig: unknown option(s) ['bogus']"),
+        ({"set": {"model.config.bogus": [1]}}, "model: linear_svm: unknown option(s) ['bogus']"),
         ({"set": {"normalisation": ["global", "per-speaker"]}}, "normalisation must be global, speaker or none"),
     ],
 )
