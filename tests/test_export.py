@@ -114,16 +114,28 @@ def test_cli_export_matches_pytorch_on_real_features(neural_bundle, emodb_root, 
                                want[2], atol=1e-5)
 
 
-def test_the_shipped_linear_svm_bundle_exports_with_its_standardisation(tmp_path, emodb_file):
-    """The default model (openSMILE functionals + linear SVM): the graph takes raw functionals."""
+def test_the_shipped_model_exports_whole_and_matches_serkit_predict(tmp_path, emodb_root):
+    """The default model (Whisper blocks + pooling + standardisation + logistic regression +
+    temperature) as one graph from log-Mel, against `serkit predict` on real recordings."""
+    import json
+
+    from serkit.features.whisper import whisper_log_mel, whisper_mel_filters
+
     result = CliRunner().invoke(app, ["export", str(DEFAULT_MODEL), "--onnx", "--out", str(tmp_path / "x.onnx")])
     assert result.exit_code == 0, result.output
-    bundle = load_bundle(DEFAULT_MODEL)
     session = ort.InferenceSession(str(tmp_path / "x.onnx"), providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == ["features"]
-    feats = [bundle.features(load_audio(emodb_file).slice(a, a + 1.0)) for a in (0.0, 0.5, 1.0)]
-    (key,) = bundle.plan.outputs
-    raw = np.stack([f[key] for f in feats]).astype(np.float32)
-    np.testing.assert_allclose(session.run(["probabilities"], {"features": raw})[0], bundle.predict(feats), atol=1e-5)
+    assert [i.name for i in session.get_inputs()] == ["log_mel"]
+    files = [emodb_root / "wav" / name for name in ("03a01Wa.wav", "11a02Tc.wav", "16b10Lb.wav")]
+    args = ["predict", "--model", str(DEFAULT_MODEL), *map(str, files), "--json", "--no-vad", "--window", "30",
+            "--hop", "30", "--adapt", "none"]  # fmt: skip
+    predicted = json.loads(CliRunner().invoke(app, args).stdout)
+    labels = load_bundle(DEFAULT_MODEL).labels
+    filters = torch.from_numpy(whisper_mel_filters(80))
+    for path, row in zip(files, predicted, strict=True):
+        audio = load_audio(path).resample(16000).downmix()
+        mel = whisper_log_mel(audio.samples[0], filters).numpy()[None]
+        got = session.run(["probabilities"], {"log_mel": mel})[0][0]
+        (window,) = row["windows"]
+        np.testing.assert_allclose(got, [window["probabilities"][lab] for lab in labels], atol=2e-4)
     result = CliRunner().invoke(app, ["export", str(DEFAULT_MODEL)])
     assert result.exit_code == 2 and "--onnx" in result.output

@@ -148,8 +148,11 @@ def test_default_model_is_small_and_describes_itself():
     assert size < 3_000_000
     meta = json.loads((DEFAULT_MODEL / "bundle.json").read_text())
     assert meta["labels"] == ["anger", "disgust", "fear", "happiness", "neutral", "sadness"]
-    assert meta["normalisers"]["functionals"]["mode"] == "global"
-    assert "LOSO" in (DEFAULT_MODEL / "README.md").read_text() or "Leave-one-speaker-out" in (DEFAULT_MODEL / "README.md").read_text()
+    assert meta["normalisers"]["pooled"]["mode"] == "global"
+    # the encoder runs only up to the layer the model reads
+    assert meta["recipe"]["features"]["encoder"]["config"]["layer"] == {"up_to": int(meta["trained_on"]["fit"]["layer"])}
+    card = (DEFAULT_MODEL / "README.md").read_text()
+    assert "Leave-one-corpus-out" in card and "CC BY-NC-SA 4.0" in card and "non-commercial" in card
 
 
 def test_one_real_utterance_is_one_segment_labelled_like_the_whole_speech(recognizer, emodb_root):
