@@ -117,8 +117,9 @@ def save_bundle(
         "serkit_version": serkit.__version__,
         "labels": list(labels),
         "features": {key: _describe_extractor(extractor, channel) for key, (extractor, channel) in plan.extractors.items()},
-        "derived": {key: {**node.derived.describe(), "from": list(node.inputs)}
-                    for key, node in plan.nodes.items() if node.derived is not None},  # fmt: skip
+        "derived": {
+            key: {**node.derived.describe(), "from": list(node.inputs)} for key, node in plan.nodes.items() if node.derived is not None
+        },
         "inputs": {key: spec.to_dict() for key, spec in plan.specs.items()},
         "normalisers": {key: norm.to_dict() for key, norm in normalisers.items()},
         "model": model.describe(),
@@ -244,8 +245,8 @@ class Bundle:
         if proba.shape != (len(features), len(self.labels)) or not np.all(np.isfinite(proba)) \
                 or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):  # fmt: skip
             raise FeatureError(
-                f"{self.path}: the model gave no valid probabilities for this input (shape {proba.shape}, "
-                "NaN, infinite or not summing to one)"
+                f"the model gave no valid probabilities for this recording (shape {proba.shape}, NaN, infinite "
+                "or not summing to one)"
             )
         return proba, adapted
 

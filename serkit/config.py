@@ -60,7 +60,7 @@ def config_from_dict(cls: type, values: Mapping[str, Any], who: str | None = Non
 def _field_types(cls: type) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls)
-    except Exception:  # an annotation that cannot be resolved is simply not checked
+    except (NameError, TypeError, AttributeError):  # an annotation that cannot be resolved is not checked
         return {}
 
 

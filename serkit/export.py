@@ -83,8 +83,8 @@ def export_onnx(
         raise BundleError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     bundle = load_bundle(model_dir)
     model = bundle.model
+    target = Path(out_file) if out_file else Path(model_dir).with_name(Path(model_dir).name + ".onnx")
     if bundle.meta["model"]["name"] in LINEAR_MODELS:
-        target = Path(out_file) if out_file else Path(model_dir).with_name(Path(model_dir).name + ".onnx")
         return _export_linear(bundle, target, exporter, tolerance)
     if not isinstance(model, TorchSERModel):
         raise BundleError(
@@ -111,7 +111,6 @@ def export_onnx(
     batch_dim = torch.export.Dim("batch", min=1)
     frame_dims = {k: torch.export.Dim(f"{k}_frames", min=1) for k in names if batch[k].ndim == 3}
     shapes = tuple({0: batch_dim, 1: frame_dims[k]} if k in frame_dims else {0: batch_dim} for k in names)
-    target = Path(out_file) if out_file else Path(model_dir).with_name(Path(model_dir).name + ".onnx")
     tries = {"auto": (True, False), "dynamo": (True,), "torchscript": (False,)}[exporter]
     used, errors = None, []
     with tempfile.TemporaryDirectory() as scratch:

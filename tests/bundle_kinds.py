@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-
 from conftest import SHARED
+
 from serkit.experiment import train_bundle
 from serkit.recipe import resolve_recipe
 

@@ -15,11 +15,11 @@ import os
 import pickle
 from pathlib import Path
 
+import bundle_kinds
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import bundle_kinds
 from serkit.audio import load_audio
 from serkit.bundle import FORMAT_VERSION, load_bundle
 from serkit.cli import app
@@ -258,10 +258,32 @@ def test_the_predict_path_never_gives_nan_and_json_output_stays_valid(tmp_path, 
     monkeypatch.setattr(LinearSVM, "predict_proba", lambda self, X: np.full((1, 2), np.nan))
     with pytest.raises(FeatureError, match="no valid probabilities"):
         bundle.predict(features)
-    result = runner.invoke(app, ["predict", "--model", str(bundle.path), str(emodb_file), "--no-vad", "--json"])
+    command = ["predict", "--model", str(bundle.path), str(emodb_file), "--no-vad", "--json"]
+    # Labelled file by file, the file is reported and skipped ...
+    result = runner.invoke(app, [*command, "--adapt", "none"])
     assert result.exit_code == 1
     rows = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} in JSON output"))
     assert rows == [{"file": str(emodb_file), "error": rows[0]["error"]}] and "no valid probabilities" in rows[0]["error"]
+    # ... labelled as one call (adapted to the batch), the call stops with one line and prints no result.
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2 and "no valid probabilities" in _said(result) and not result.stdout.strip()
+
+
+def test_the_service_answers_a_model_that_gives_nan_with_a_valid_json_error(emodb_file, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from serkit.inference import InferenceConfig, Recognizer
+    from serkit.service import create_app
+
+    recognizer = Recognizer(bundle_kinds.bundle("linear_svm"), InferenceConfig(vad=False))
+    client = TestClient(create_app(recognizer), raise_server_exceptions=False)
+    upload = {"file": ("x.wav", emodb_file.read_bytes(), "audio/wav")}
+    assert client.post("/v1/recognize", files=upload).status_code == 200
+    monkeypatch.setattr(LinearSVM, "predict_proba", lambda self, X: np.full((len(X["pooled"]), 2), np.nan))
+    response = client.post("/v1/recognize", files=upload)
+    assert response.status_code == 422
+    body = json.loads(response.text, parse_constant=lambda name: pytest.fail(f"{name} in JSON output"))
+    assert body["error"] == "unusable_audio" and "no valid probabilities" in body["message"]
 
 
 def test_the_model_argument_is_never_guessed_from_a_folder_that_holds_audio(tmp_path, emodb_file):

@@ -122,7 +122,7 @@ def test_cache_misses_when_file_content_changes_under_the_same_name(tmp_path, lo
 def test_a_damaged_cache_entry_is_a_miss_that_names_the_file(entry, tmp_path, local_copies, caplog):
     table = table_of(local_copies)
     fresh = extract_features(table, CountingStats(), cache_dir=tmp_path / "cache", progress=False)
-    path = sorted(cache_folder(tmp_path / "cache", CountingStats()).glob("*.npy"))[0]
+    path = min(cache_folder(tmp_path / "cache", CountingStats()).glob("*.npy"))
     if isinstance(entry, bytes):
         path.write_bytes(entry)
     else:

@@ -20,13 +20,13 @@ import json
 import shutil
 from pathlib import Path
 
+import bundle_kinds
 import numpy as np
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import bundle_kinds
 from serkit.audio import load_audio
 from serkit.bundle import load_bundle
 from serkit.errors import AudioError, BundleError, ConfigError, FeatureError

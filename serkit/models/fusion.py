@@ -42,7 +42,15 @@ from serkit.config import check_option
 from serkit.errors import BundleError, ConfigError
 from serkit.features.data import Inputs
 from serkit.models.base import Layouts, SERModel, get_model, model_class, register
-from serkit.state_files import is_finite, is_labels, is_object, is_str_list, read_json, take, write_json
+from serkit.state_files import (
+    is_finite,
+    is_labels,
+    is_object,
+    is_str_list,
+    read_json,
+    take,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,15 @@ from serkit.errors import BundleError, ConfigError, FeatureError
 from serkit.features.data import Inputs, n_rows, take_rows
 from serkit.features.layout import Layout
 from serkit.models.base import Layouts, SERModel, default_layouts
-from serkit.state_files import is_labels, is_object, read_arrays, read_json, take, write_arrays, write_json
+from serkit.state_files import (
+    is_labels,
+    is_object,
+    read_arrays,
+    read_json,
+    take,
+    write_arrays,
+    write_json,
+)
 from serkit.training.trainer import TrainConfig, choose_device, speaker_holdout, train
 
 

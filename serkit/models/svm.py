@@ -40,7 +40,6 @@ names it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +57,15 @@ from serkit.features.data import Inputs
 from serkit.features.normalise import fit_normaliser
 from serkit.models.base import Layouts, SERModel, default_layouts, register
 from serkit.state_files import (
-    is_int_list, is_labels, is_positive, is_str_list, read_arrays, read_json, take, write_arrays, write_json,
+    is_int_list,
+    is_labels,
+    is_positive,
+    is_str_list,
+    read_arrays,
+    read_json,
+    take,
+    write_arrays,
+    write_json,
 )
 
 
