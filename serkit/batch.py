@@ -140,7 +140,6 @@ def label_files(
     Raises:
         ConfigError, OutputError: ``out_dir`` is not a folder or cannot be written (the files
             written before stay; the failing file's set is not written).
-        SerkitError: adaptation fails for the call as a whole.
     """
     names = output_names(files) if out_dir is not None else {}
     if out_dir is not None:
@@ -171,7 +170,12 @@ def label_files(
     if not together:
         return results, errors, []
     group = None if speakers is None else [speakers[path] for path in together]
-    timelines = recognizer.recognize_many((recognizer.load(path) for path in together), speakers=group)
+    try:
+        timelines = recognizer.recognize_many((recognizer.load(path) for path in together), speakers=group)
+    except SerkitError as exc:  # labelled together, they fail together: each file reports it
+        for path in together:
+            errors[path] = getattr(exc, "problem", str(exc))
+        return results, errors, []
     for path, timeline in zip(together, timelines, strict=True):
         keep(path, timeline, recognizer.load(path) if out_dir is not None else None)
     return results, errors, list(timelines[0].adaptation)

@@ -67,6 +67,7 @@ from serkit.evaluation.compare import (
     read_run,
     render_table,
     results_table,
+    run_identity,
 )
 from serkit.evaluation.report import plain_data
 from serkit.experiment import Dataset, check_recipe, prepare_dataset, run_experiment
@@ -374,7 +375,8 @@ def _run_one(run: SweepRun, datasets: _Datasets, runner: Any, progress: bool) ->
 
 
 def _complete(run: SweepRun) -> bool:
-    """Whether the run folder holds this run's complete result.
+    """Whether the run folder holds this run's complete result: the same system
+    (:func:`~serkit.evaluation.compare.run_identity`) and seed.
 
     Raises:
         ConfigError: it holds a complete run of another recipe or seed, or is damaged.
@@ -382,8 +384,9 @@ def _complete(run: SweepRun) -> bool:
     if not (run.out_dir / "metrics.json").is_file():
         return False
     found = read_run(run.out_dir)
-    wanted = yaml.safe_load(yaml.safe_dump(plain_data(run.recipe, "recipe")))
-    differ = sorted(k for k in {*wanted, *found.config} if k not in ("cluster", "cache_dir", "n_jobs") and wanted.get(k) != found.config.get(k))
+    wanted = yaml.safe_load(yaml.safe_dump(plain_data(run.recipe, "recipe")))  # as config.yaml reads back
+    mine, theirs = run_identity(wanted), found.identity
+    differ = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k)) + (["seed"] if found.seed != wanted["seed"] else [])
     if differ:
         raise ConfigError(f"{run.out_dir} holds a run of another recipe (differs in {differ}); delete it or change the sweep's out")
     return True
