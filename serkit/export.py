@@ -71,7 +71,6 @@ def export_onnx(
         BundleError: the bundle is not a neural model, the export fails, or the parity check
             exceeds ``tolerance`` (the file is then not written), or ``exporter`` is unknown.
     """
-    import onnx
     import torch
     from torch import nn
 
@@ -111,39 +110,18 @@ def export_onnx(
     batch_dim = torch.export.Dim("batch", min=1)
     frame_dims = {k: torch.export.Dim(f"{k}_frames", min=1) for k in names if batch[k].ndim == 3}
     shapes = tuple({0: batch_dim, 1: frame_dims[k]} if k in frame_dims else {0: batch_dim} for k in names)
-    tries = {"auto": (True, False), "dynamo": (True,), "torchscript": (False,)}[exporter]
-    used, errors = None, []
-    with tempfile.TemporaryDirectory() as scratch:
-        raw = Path(scratch) / "model.onnx"
-        for dynamo in tries:
-            kwargs: dict[str, Any] = {"input_names": names, "output_names": [OUTPUT], "dynamo": dynamo}
-            if dynamo:
-                kwargs["dynamic_shapes"] = {"tensors": shapes}  # forward(*tensors)
-                kwargs["verbose"] = False
-            else:
-                kwargs["dynamic_axes"] = {
-                    **{k: ({0: "batch", 1: f"{k}_frames"} if k in frame_dims else {0: "batch"}) for k in names},
-                    OUTPUT: {0: "batch"},
-                }
-            try:
-                with torch.no_grad():
-                    torch.onnx.export(wrapped, args, str(raw), **kwargs)
-                used = "dynamo" if dynamo else "torchscript"
-                break
-            except Exception as exc:  # noqa: BLE001 - any exporter failure: try the other, then report both
-                errors.append(f"{'dynamo' if dynamo else 'torchscript'}: {type(exc).__name__}: {exc}")
-        if used is None:
-            raise BundleError(f"{model_dir}: ONNX export failed ({'; '.join(errors)})")
-        proto = onnx.load(str(raw))
+    dynamic = {
+        "dynamo": {"dynamic_shapes": {"tensors": shapes}, "verbose": False},  # forward(*tensors)
+        "torchscript": {"dynamic_axes": {
+            **{k: ({0: "batch", 1: f"{k}_frames"} if k in frame_dims else {0: "batch"}) for k in names},
+            OUTPUT: {0: "batch"}}},
+    }  # fmt: skip
     meta = {
         "serkit_labels": json.dumps(model.labels_),
         "serkit_features": json.dumps(bundle.meta["features"]),
         "serkit_inputs": json.dumps({key: spec.to_dict() for key, spec in bundle.plan.specs.items()}),
     }
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    data = proto.SerializeToString()
+    data, used = _to_onnx(wrapped, args, names, dynamic, meta, ("dynamo", "torchscript"), exporter, model_dir)
 
     # Parity on a batch of another size and other lengths than the one traced.
     check = _dummy_inputs(model, levels, 3, (80, 53, 67), seed=1)
@@ -161,43 +139,21 @@ def export_onnx(
 
 def _export_linear(bundle: Any, target: Path, exporter: str, tolerance: float) -> dict[str, Any]:
     """:func:`export_onnx` of a linear-model bundle (:mod:`serkit.export_linear`)."""
-    import onnx
     import torch
 
     from serkit.onnx_runtime import import_onnxruntime
 
     ort = import_onnxruntime()
     module, args, axes, name = linear_graph(bundle)
-    tries = {"auto": (False, True), "dynamo": (True,), "torchscript": (False,)}[exporter]
-    used, errors = None, []
-    with tempfile.TemporaryDirectory() as scratch:
-        raw = Path(scratch) / "model.onnx"
-        for dynamo in tries:
-            kwargs: dict[str, Any] = {"input_names": [name], "output_names": [OUTPUT], "dynamo": dynamo}
-            if dynamo:
-                dims = {i: torch.export.Dim(label, min=2 if label == "frames" else 1) for i, label in axes[name].items()}
-                kwargs["dynamic_shapes"] = {"x" if name == "features" else "mel": dims}
-            else:
-                kwargs["dynamic_axes"] = {name: axes[name], OUTPUT: {0: "batch"}}
-            try:
-                with torch.no_grad():
-                    torch.onnx.export(module, args, str(raw), **kwargs)
-                used = "dynamo" if dynamo else "torchscript"
-                break
-            except Exception as exc:  # noqa: BLE001 - any exporter failure: try the other, then report both
-                errors.append(f"{'dynamo' if dynamo else 'torchscript'}: {type(exc).__name__}: {exc}")
-        if used is None:
-            raise BundleError(f"{bundle.path}: ONNX export failed ({'; '.join(errors)})")
-        proto = onnx.load(str(raw))
-    meta = {
-        "serkit_labels": json.dumps(bundle.labels),
-        "serkit_features": json.dumps(bundle.meta["features"]),
-        "serkit_input": name,
+    dims = {i: torch.export.Dim(label, min=2 if label == "frames" else 1) for i, label in axes[name].items()}
+    dynamic = {
+        "dynamo": {"dynamic_shapes": {"x" if name == "features" else "mel": dims}},
+        "torchscript": {"dynamic_axes": {name: axes[name], OUTPUT: {0: "batch"}}},
     }
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    data = proto.SerializeToString()
+    meta = {"serkit_labels": json.dumps(bundle.labels), "serkit_features": json.dumps(bundle.meta["features"]),
+            "serkit_input": name}  # fmt: skip
+    # TorchScript first: tracing a linear head behind fixed Whisper blocks is exact and takes seconds.
+    data, used = _to_onnx(module, args, [name], dynamic, meta, ("torchscript", "dynamo"), exporter, bundle.path)
     # Parity on an input of another size than the one traced.
     rng = np.random.default_rng(1)
     shape = (1, args[0].shape[1], 437) if name == "log_mel" else (3, args[0].shape[1])
@@ -211,3 +167,37 @@ def _export_linear(bundle: Any, target: Path, exporter: str, tolerance: float) -
         raise BundleError(f"{bundle.path}: ONNX output differs from PyTorch by {diff:.3g} (> {tolerance:g}); not written")
     atomic_write_bytes(target, data)
     return {"path": str(target), "inputs": [name], "labels": list(bundle.labels), "exporter": used, "max_abs_diff": diff}
+
+
+def _to_onnx(
+    module: Any, args: tuple, names: list[str], dynamic: dict[str, dict[str, Any]], meta: dict[str, str],
+    order: tuple[str, str], exporter: str, where: Any,
+) -> tuple[bytes, str]:
+    """Export ``module`` with the exporters of ``exporter`` (``"auto"``: ``order``, the second if the
+    first fails), ``dynamic`` giving each exporter's dynamic-shape arguments; ``meta`` goes into
+    the model's metadata. Returns the serialised model and the exporter used.
+
+    Raises:
+        BundleError: every exporter tried failed (each one's error named).
+    """
+    import onnx
+    import torch
+
+    tries = order if exporter == "auto" else (exporter,)
+    errors = []
+    with tempfile.TemporaryDirectory() as scratch:
+        raw = Path(scratch) / "model.onnx"
+        for name in tries:
+            kwargs = {"input_names": names, "output_names": [OUTPUT], "dynamo": name == "dynamo", **dynamic[name]}
+            try:
+                with torch.no_grad():
+                    torch.onnx.export(module, args, str(raw), **kwargs)
+            except Exception as exc:  # noqa: BLE001 - any exporter failure: try the other, then report both
+                errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                continue
+            proto = onnx.load(str(raw))
+            for key, value in meta.items():
+                entry = proto.metadata_props.add()
+                entry.key, entry.value = key, value
+            return proto.SerializeToString(), name
+    raise BundleError(f"{where}: ONNX export failed ({'; '.join(errors)})")

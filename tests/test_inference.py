@@ -200,9 +200,9 @@ def test_concatenation_labels_each_utterance_as_the_utterance_alone(recognizer, 
         probs = seg[[f"p_{lab}" for lab in timeline.labels]].to_numpy()
         w = (seg["end"] - seg["start"]).to_numpy()
         mean = w @ probs / w.sum()
-        # The same speech with slightly different VAD edges: close probabilities, same decision.
+        # The same speech with slightly different VAD edges (other windows): close probabilities, same decision.
         assert timeline.labels[int(np.argmax(mean))] == alone["label"]
-        assert np.max(np.abs(mean - np.array(list(alone["probabilities"].values())))) < 0.15
+        assert np.max(np.abs(mean - np.array(list(alone["probabilities"].values())))) < 0.2
 
 
 def test_long_speech_is_windowed_and_the_timeline_tiles_it(recognizer, emodb_root):

@@ -81,7 +81,8 @@ def test_upload_a_real_emodb_file_and_see_its_timeline(playwright, server, recog
     try:
         page = browser.new_page(viewport={"width": 1100, "height": 1000})
         page.goto(server + "/")
-        page.wait_for_function("document.getElementById('model').textContent.includes('linear_svm')")
+        name = recognizer.bundle.meta["model"]["name"]
+        page.wait_for_function(f"document.getElementById('model').textContent.includes('{name}')")
         page.set_input_files("#file", str(emodb_file))
         page.click("#upload")
         page.wait_for_function("document.getElementById('status').textContent.startsWith('Done')", timeout=60_000)
