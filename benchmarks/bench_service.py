@@ -77,10 +77,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int, workers: int) -> subprocess.Popen:
+def start_server(port: int, workers: int, model: Path | None = None) -> subprocess.Popen:
+    """``serkit serve`` (the shipped model, or the bundle ``model``) in a child process, returned
+    once ``/healthz`` answers.
+
+    Raises:
+        RuntimeError: no answer within 120 s.
+    """
+    bundle = "" if model is None else f"{str(model)!r}, "
     code = (
         "import sys; from serkit.cli import app; "
-        f"sys.argv = ['serkit', 'serve', '--host', '{HOST}', '--port', '{port}', '--workers', '{workers}']; app()"
+        f"sys.argv = ['serkit', 'serve', {bundle}'--host', '{HOST}', '--port', '{port}', '--workers', '{workers}']; app()"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -89,7 +96,7 @@ def start_server(port: int, workers: int) -> subprocess.Popen:
             if httpx.get(f"http://{HOST}:{port}/healthz", timeout=1).status_code == 200:
                 return proc
         except httpx.TransportError:
-            time.sleep(0.25)
+            time.sleep(0.05)
         if proc.poll() is not None:
             break
     proc.kill()
