@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from serkit.errors import BundleError
+from serkit.trimming import encoder_statistics
 
 LINEAR_MODELS = ("linear_svm", "logistic_regression")
 
@@ -95,14 +96,11 @@ def _encoder_front(bundle: Any) -> tuple[Any, int] | None:
     import torch
     from torch import nn
 
-    plan = bundle.plan
-    (key,) = plan.outputs
-    node = plan.nodes[key]
-    if node.derived is None or node.derived.name != "pooled_stats" or len(node.inputs) != 1:
+    graph = encoder_statistics(bundle.plan)
+    if graph is None:
         return None
-    source = plan.nodes[node.inputs[0]]
-    extractor = source.extractor
-    if extractor is None or extractor.name != "speech_encoder" or not extractor.config.model.startswith("whisper"):
+    node, extractor = bundle.plan.nodes[graph[0]], bundle.plan.nodes[graph[1]].extractor
+    if not extractor.config.model.startswith("whisper"):
         return None
     stats = tuple(node.derived.config.stats)
     if not set(stats) <= {"mean", "std"}:

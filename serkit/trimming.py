@@ -26,6 +26,21 @@ from serkit.models.base import SERModel
 from serkit.pipeline import FeaturePlan
 
 
+def encoder_statistics(plan: FeaturePlan) -> tuple[str, str] | None:
+    """``(pooled key, encoder key)`` when the plan's one model input is ``pooled_stats`` of a
+    ``speech_encoder`` extractor (the encoder recipes' graph), else ``None``."""
+    if len(plan.outputs) != 1:
+        return None
+    (key,) = plan.outputs
+    node = plan.nodes[key]
+    if node.derived is None or node.derived.name != "pooled_stats" or len(node.inputs) != 1:
+        return None
+    extractor = plan.nodes[node.inputs[0]].extractor
+    if extractor is None or extractor.name != "speech_encoder":
+        return None
+    return key, node.inputs[0]
+
+
 def trim_encoder_layers(
     plan: FeaturePlan, normalisers: dict[str, Normaliser], model: SERModel
 ) -> tuple[FeaturePlan, dict[str, Normaliser], int | None]:
@@ -43,22 +58,15 @@ def trim_encoder_layers(
         (another graph, every column read, or the highest layer already the extractor's).
     """
     columns = getattr(model, "columns_", None)
-    if columns is None or len(plan.outputs) != 1:
+    graph = encoder_statistics(plan)
+    if columns is None or graph is None or normalisers[graph[0]].mode == "speaker":
         return plan, normalisers, None
-    (key,) = plan.outputs
-    node = plan.nodes[key]
-    if node.derived is None or node.derived.name != "pooled_stats" or len(node.inputs) != 1:
-        return plan, normalisers, None
-    source_key = node.inputs[0]
-    extractor = plan.nodes[source_key].extractor
-    if extractor is None or extractor.name != "speech_encoder" or normalisers[key].mode == "speaker":
-        return plan, normalisers, None
-    layout = node.spec.layout
-    held = extractor.layers  # encoder layer of each index of the layout's layer axis
+    key, source_key = graph
+    layout = plan.nodes[key].spec.layout
+    held = plan.nodes[source_key].extractor.layers  # encoder layer of each index of the layer axis
     if held != tuple(range(len(held))):
         return plan, normalisers, None
-    used = {int(i) for i in _layer_index(layout, np.asarray(columns))}
-    top = max(used)
+    top = int(_layer_index(layout, np.asarray(columns)).max())
     if top >= held[-1]:
         return plan, normalisers, None
     kept = layout.columns(LAYER, list(range(top + 1)))
