@@ -183,10 +183,9 @@ def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndar
             (("train", fold.train), ("test", fold.test))}  # fmt: skip
     normalisers = fit_normalisers(recipe["normalisation"], rows["train"], speakers[fold.train])
     x_train = normalise(normalisers, rows["train"], speakers[fold.train])
-    if recipe.get("adapt", "none") == "none":
-        x_test = normalise(normalisers, rows["test"], speakers[fold.test])
-    else:  # the test rows' own statistics (the whole fold, or each speaker), never their labels
-        x_test = standardise(normalisers, rows["test"], speakers[fold.test], recipe["adapt"], min_windows=2).inputs
+    # adapt: the training statistics (none), or the test rows' own (the whole fold, or each
+    # speaker), never their labels
+    x_test = standardise(normalisers, rows["test"], speakers[fold.test], recipe.get("adapt", "none"), min_windows=2).inputs
     valid = None
     if fold.valid is not None:
         x_valid = {key: take_rows(x, fold.valid) for key, x in inputs.items()}
