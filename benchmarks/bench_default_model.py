@@ -66,6 +66,29 @@ def bound_seconds(recognizer: Recognizer, audio: Audio, config: InferenceConfig,
     return flops / (rate * 1e9)
 
 
+def request_parts(recognizer: Recognizer, data: bytes, bound: float | None) -> dict[str, float | None]:
+    """Milliseconds (best of 20, warm) of one upload handled in this process as a service worker
+    does (:func:`serkit.service.recognize_bytes`, no HTTP), and of its parts: decoding, the VAD,
+    the features of its windows (encoder + pooling), and the bound of those windows. What is not
+    the encoder (VAD, timeline, answer) is outside the bound, so it caps the fraction reachable."""
+    from serkit.audio import decode_audio
+    from serkit.service import ServiceLimits, recognize_bytes
+
+    config, limits = recognizer.config, ServiceLimits()
+    audio = decode_audio(data, sample_rate=16000, mono=True, name="clip")
+    spans = recognizer.vad.speech_segments(audio, config)
+    windows = [audio.slice(a, b) for s, e in spans for a, b in window_spans(s, e, config.window, config.hop)]
+    parts = {
+        "request": lambda: recognize_bytes(recognizer, data, "clip.flac", limits, config, False),
+        "decode": lambda: decode_audio(data, sample_rate=16000, mono=True, name="clip"),
+        "vad": lambda: recognizer.vad.speech_segments(audio, config),
+        "features": lambda: recognizer.bundle.features_many(windows),
+    }
+    out: dict[str, float | None] = {f"{name}_ms": round(1e3 * _timed(run, 20)[0], 2) for name, run in parts.items()}
+    out["bound_ms"] = None if bound is None else round(1e3 * bound, 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -114,6 +137,7 @@ def main() -> None:
         good = three_second_file(args.emodb)
         clip = load_audio(io.BytesIO(good))
         one = bound_seconds(recognizer, clip, config, rate)
+        out["request_in_process"] = request_parts(recognizer, good, one)
         asyncio.run(run_level(f"http://{HOST}:{port}", args.clients, 8, good, None))  # warm the workers
         level = asyncio.run(run_level(f"http://{HOST}:{port}", args.clients, args.requests, good, None))
     finally:

@@ -99,13 +99,10 @@ def matmul_rates(threads: int, n: int = 2048, repeat: int = 5) -> dict[str, floa
 
 def encoder_flops(extractor: SpeechEncoder, n_samples: Sequence[int], n_blocks: int) -> float:
     """FLOPs of the convolutions and the first ``n_blocks`` blocks on recordings of ``n_samples``."""
-    encoder = extractor.network.encoder  # the transformers WhisperEncoder holding the weights
-    d, n_mels, kernel = encoder.conv1.weight.shape
-    layer = encoder.layers[0]
-    attn = layer.self_attn
-    per_row = sum(
-        m.weight.numel() for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj, layer.fc1, layer.fc2)
-    )
+    net = extractor.network  # the fused Whisper encoder
+    d, n_mels, kernel = net.conv1[0].shape
+    block = net.blocks[0]
+    per_row = sum(pair[0].numel() for pair in (block.qkv, block.out, block.fc1, block.fc2))
     total = 0.0
     for n in n_samples:
         for start in range(0, n, WHISPER_CHUNK):

@@ -105,7 +105,9 @@ def _encoder_front(bundle: Any) -> tuple[Any, int] | None:
     stats = tuple(node.derived.config.stats)
     if not set(stats) <= {"mean", "std"}:
         raise BundleError(f"{bundle.path}: ONNX export pools mean and std only, the bundle uses {list(stats)}")
-    encoder, layers = extractor.network.encoder, extractor.layers
+    from serkit.features.whisper import build_whisper_encoder
+
+    encoder, layers = build_whisper_encoder(extractor.config.model), extractor.layers
     n_blocks, n_layers = extractor.n_blocks, len(encoder.layers)
 
     class Front(nn.Module):

@@ -43,7 +43,14 @@ class SileroVAD:
             from serkit.onnx_runtime import import_onnxruntime
 
             import_onnxruntime()  # telemetry off before the VAD's session starts
+            import torch
+
+            threads = torch.get_num_threads()
             from silero_vad.sequence_vad import SileroVADSequence
+
+            # silero_vad's package import calls torch.set_num_threads(1) for the whole process,
+            # which would run every later encoder pass on one core: put the count back.
+            torch.set_num_threads(threads)
         except ImportError as exc:
             raise BundleError("voice activity detection needs the silero-vad package (pip install silero-vad==6.2.3)") from exc
         path = Path(str(resources.files(VAD_PACKAGE).joinpath(VAD_FILE)))

@@ -6,6 +6,8 @@ import dataclasses
 import hashlib
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from serkit.features.whisper import (
     whisper_model_bytes,
 )
 from serkit.features.whisper_forward import (
-    fuse_whisper,
+    fuse_whisper_weights,
     onednn_available,
     whisper_hidden_states,
 )
@@ -195,12 +197,15 @@ def _reference_states(encoder, mel: torch.Tensor) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("onednn", [True, False])
 def test_fused_packed_forward_equals_transformers_submodules(utterance, tiny, onednn):
-    encoder = tiny.network.encoder
+    """The weights as the extractor reads them (no transformers) against transformers' encoder."""
+    config, state = whisper.whisper_weights("whisper-tiny.en")
+    heads = config["encoder_attention_heads"]
+    encoder = whisper.build_whisper_encoder("whisper-tiny.en")
     if onednn and not onednn_available():
         with pytest.raises(FeatureError, match="oneDNN"):
-            fuse_whisper(encoder, onednn=True)
+            fuse_whisper_weights(state, heads, onednn=True)
         return
-    model = fuse_whisper(encoder, onednn=onednn)
+    model = fuse_whisper_weights(state, heads, onednn=onednn)
     x = utterance.samples[0].astype(np.float64)
     # 95, 39 and 600 frames: the last is past UNFUSED_ATTENTION_FRAMES (the fused-kernel branch).
     mels = [whisper_log_mel(w, tiny._filters) for w in (x, x[:12345], np.tile(x, 7)[: 12 * 16000])]
@@ -211,6 +216,25 @@ def test_fused_packed_forward_equals_transformers_submodules(utterance, tiny, on
         for state, reference in zip(states, _reference_states(encoder, mel), strict=True):
             got = state[starts[b] : starts[b + 1]].numpy()
             np.testing.assert_allclose(got, reference, atol=2e-6 * np.abs(reference).max())
+
+
+def test_the_predict_path_imports_no_transformers_and_keeps_the_thread_count(emodb_file):
+    """Cold start: Whisper is built without ``transformers`` (whose Whisper model takes about
+    1.5 s to import), and the VAD's import (``silero_vad`` sets torch to one thread for the whole
+    process) leaves the encoder the threads it was given."""
+    code = (
+        "import sys, torch\n"
+        "torch.set_num_threads(2)\n"
+        "from serkit.audio import load_audio\n"
+        "from serkit.features.encoders import SpeechEncoder\n"
+        "from serkit.vad import SileroVAD\n"
+        "SileroVAD()\n"
+        f"frames = SpeechEncoder({{'model': 'whisper-tiny.en', 'layer': 2}}).extract(load_audio({str(emodb_file)!r}))\n"
+        "print(frames.shape[0], torch.get_num_threads(), 'transformers' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["95", "2", "False"]
 
 
 @pytest.mark.parametrize("k", [0, 2, 4])

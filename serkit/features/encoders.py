@@ -67,11 +67,11 @@ from serkit.features.whisper import (
     WHISPER_CHUNK,
     WHISPER_MODELS,
     WHISPER_N_FFT,
-    build_whisper_encoder,
     whisper_log_mel,
     whisper_mel_filters,
+    whisper_weights,
 )
-from serkit.features.whisper_forward import fuse_whisper, whisper_hidden_states
+from serkit.features.whisper_forward import fuse_whisper_weights, whisper_hidden_states
 from serkit.io import sha256_file
 
 #: ``transformers`` encoder families: serkit's name -> accepted ``model_type`` values of config.json.
@@ -135,9 +135,10 @@ def whisper_network(model: str) -> Any:
     and rebuilding the weights (about 2 s for Whisper base) for every chunk.
 
     Raises:
-        ConfigError, FeatureError: see :func:`~serkit.features.whisper.build_whisper_encoder`.
+        ConfigError, FeatureError: see :func:`~serkit.features.whisper.whisper_weights`.
     """
-    return fuse_whisper(build_whisper_encoder(model))
+    config, state = whisper_weights(model)
+    return fuse_whisper_weights(state, config["encoder_attention_heads"])
 
 
 # --------------------------------------------------------------------------- the extractor

@@ -280,21 +280,34 @@ def whisper_state_dict(
     return config, state
 
 
-def build_whisper_encoder(model: str) -> Any:
-    """The frozen ``transformers`` ``WhisperEncoder`` of ``model`` (eval mode, float32, CPU).
+def whisper_weights(model: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``model``'s encoder configuration and float32 weights (:func:`whisper_state_dict`), read from
+    its verified CTranslate2 file; no ``transformers`` needed.
 
     Raises:
         ConfigError, FeatureError: see :func:`whisper_model_bytes`, :func:`whisper_state_dict`;
-            ``FeatureError`` also when the state dict does not fit the encoder exactly.
+            ``FeatureError`` also when the file holds no ``WhisperSpec``.
+    """
+    spec, arrays = read_ctranslate2(whisper_model_bytes(model))
+    if spec != "WhisperSpec":
+        raise FeatureError(f"{model}: model.bin holds a {spec}, not a WhisperSpec")
+    return whisper_state_dict(arrays)
+
+
+def build_whisper_encoder(model: str) -> Any:
+    """The frozen ``transformers`` ``WhisperEncoder`` of ``model`` (eval mode, float32, CPU): the
+    reference that the fast path (:mod:`serkit.features.whisper_forward`) is tested against, and
+    the graph of ``serkit export --onnx``.
+
+    Raises:
+        ConfigError, FeatureError: see :func:`whisper_weights`; ``FeatureError`` also when the
+            state dict does not fit the encoder exactly.
     """
     import torch
     from transformers import WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    spec, arrays = read_ctranslate2(whisper_model_bytes(model))
-    if spec != "WhisperSpec":
-        raise FeatureError(f"{model}: model.bin holds a {spec}, not a WhisperSpec")
-    kwargs, state = whisper_state_dict(arrays)
+    kwargs, state = whisper_weights(model)
     config = WhisperConfig(
         **kwargs,
         encoder_layerdrop=0.0,

@@ -2,8 +2,11 @@
 
 :func:`whisper_hidden_states` computes what ``transformers``' ``WhisperEncoder`` sub-modules
 compute (:mod:`serkit.features.whisper` explains why not its ``forward``), with the same weights,
-but arranged for speed; the numbers agree up to float32 rounding (``tests/test_encoders.py``
-checks them against those sub-modules and against CTranslate2):
+but arranged for speed and without ``transformers`` (importing its Whisper model costs about 1.5 s
+of every cold start): :func:`fuse_whisper_weights` takes the state dict
+:func:`~serkit.features.whisper.whisper_weights` reads from the CTranslate2 file. The numbers
+agree up to float32 rounding (``tests/test_encoders.py`` checks them against the sub-modules and
+against CTranslate2):
 
 - **Packed utterances.** After the convolutional front end, the frames of all utterances of a
   batch are stacked into one ``(N, d)`` matrix (``N`` = their total frame count), so every
@@ -25,7 +28,7 @@ checks them against those sub-modules and against CTranslate2):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -61,17 +64,22 @@ class FusedBlock:
 
 @dataclass(frozen=True)
 class FusedWhisper:
-    """A Whisper encoder prepared for :func:`whisper_hidden_states` (build with :func:`fuse_whisper`).
+    """A Whisper encoder prepared for :func:`whisper_hidden_states` (:func:`fuse_whisper_weights`).
 
     Attributes:
-        encoder: the frozen ``transformers`` ``WhisperEncoder`` the weights come from (it also
-            holds the convolutions, the positional table and the final layer norm).
-        blocks: its ``L`` transformer blocks, fused.
+        conv1: ``(weight (d, n_mels, 3), bias (d,))``, stride 1; ``conv2``: ``((d, d, 3), (d,))``,
+            stride 2: the front end, each followed by exact GELU.
+        positions: ``(P, d)``, the positional table (``P`` = 1500 frames, 30 s).
+        final_norm: ``(weight (d,), bias (d,))``, the layer norm after the last block.
+        blocks: the ``L`` transformer blocks, fused.
         heads: attention heads per block.
         onednn: whether products run through oneDNN (else ``torch.nn.functional.linear``).
     """
 
-    encoder: Any
+    conv1: tuple[Any, Any]
+    conv2: tuple[Any, Any]
+    positions: Any
+    final_norm: tuple[Any, Any]
     blocks: tuple[FusedBlock, ...]
     heads: int
     onednn: bool
@@ -79,12 +87,12 @@ class FusedWhisper:
     @property
     def width(self) -> int:
         """``d``, the model width."""
-        return int(self.encoder.config.d_model)
+        return int(self.positions.shape[1])
 
     @property
     def n_mels(self) -> int:
         """Mel bands the front end takes."""
-        return int(self.encoder.config.num_mel_bins)
+        return int(self.conv1[0].shape[1])
 
 
 @cache
@@ -106,15 +114,19 @@ def onednn_available() -> bool:
     return bool(torch.allclose(y, F.linear(x, w, b), atol=1e-5) and torch.allclose(c, expected, atol=1e-5))
 
 
-def fuse_whisper(encoder: Any, onednn: bool | None = None) -> FusedWhisper:
-    """Fuse the weights of a ``transformers`` ``WhisperEncoder`` (eval mode, float32, CPU).
+def fuse_whisper_weights(state: Mapping[str, Any], heads: int, onednn: bool | None = None) -> FusedWhisper:
+    """Fuse a Whisper encoder's weights, named as in ``transformers``' ``WhisperEncoder`` state dict.
 
     Args:
-        encoder: e.g. :func:`~serkit.features.whisper.build_whisper_encoder`'s result.
+        state: name -> float32 array or tensor: ``conv1.weight``, ``embed_positions.weight``,
+            ``layers.<i>.self_attn.q_proj.weight``, ... (the state dict of a ``WhisperEncoder``,
+            or :func:`~serkit.features.whisper.whisper_weights`' arrays). Tensors may share
+            memory with ``state``'s arrays; nothing is written to them.
+        heads: attention heads per block.
         onednn: use oneDNN for the products; ``None``: when :func:`onednn_available`.
 
     Raises:
-        FeatureError: ``onednn=True`` where oneDNN does not run.
+        FeatureError: ``onednn=True`` where oneDNN does not run, or a missing weight.
     """
     import torch
 
@@ -122,29 +134,37 @@ def fuse_whisper(encoder: Any, onednn: bool | None = None) -> FusedWhisper:
         onednn = onednn_available()
     elif onednn and not onednn_available():
         raise FeatureError("oneDNN's linear primitive is not available in this torch build")
-    heads = int(encoder.config.encoder_attention_heads)
+
+    def get(name: str) -> Any:
+        if name not in state:
+            raise FeatureError(f"Whisper encoder weights lack {name!r}")
+        return torch.as_tensor(state[name], dtype=torch.float32).detach().contiguous()
+
+    def pair(prefix: str) -> tuple[Any, Any]:
+        return get(f"{prefix}.weight"), get(f"{prefix}.bias")
+
+    n_layers = sum(1 for name in state if name.startswith("layers.") and name.endswith(".fc1.weight"))
     blocks = []
     with torch.inference_mode():
-        for layer in encoder.layers:
-            attn = layer.self_attn
-            scale = attn.head_dim**-0.5
-            weight = torch.cat([attn.q_proj.weight * scale, attn.k_proj.weight, attn.v_proj.weight])
-            bias = torch.cat([attn.q_proj.bias * scale, torch.zeros_like(attn.v_proj.bias), attn.v_proj.bias])
+        for i in range(n_layers):
+            at = f"layers.{i}.self_attn"
+            q_weight, q_bias = pair(f"{at}.q_proj")
+            scale = (q_weight.shape[0] // heads) ** -0.5
+            v_weight, v_bias = pair(f"{at}.v_proj")
+            weight = torch.cat([q_weight * scale, get(f"{at}.k_proj.weight"), v_weight])
+            bias = torch.cat([q_bias * scale, torch.zeros_like(v_bias), v_bias])
             blocks.append(
                 FusedBlock(
-                    norm1=_pair(layer.self_attn_layer_norm),
+                    norm1=pair(f"layers.{i}.self_attn_layer_norm"),
                     qkv=(weight.contiguous(), bias.contiguous()),
-                    out=_pair(attn.out_proj),
-                    norm2=_pair(layer.final_layer_norm),
-                    fc1=_pair(layer.fc1),
-                    fc2=_pair(layer.fc2),
+                    out=pair(f"{at}.out_proj"),
+                    norm2=pair(f"layers.{i}.final_layer_norm"),
+                    fc1=pair(f"layers.{i}.fc1"),
+                    fc2=pair(f"layers.{i}.fc2"),
                 )
             )
-    return FusedWhisper(encoder, tuple(blocks), heads, bool(onednn))
-
-
-def _pair(module: Any) -> tuple[Any, Any]:
-    return module.weight.detach().float().contiguous(), module.bias.detach().float().contiguous()
+    return FusedWhisper(pair("conv1"), pair("conv2"), get("embed_positions.weight"), pair("layer_norm"),
+                        tuple(blocks), int(heads), bool(onednn))  # fmt: skip
 
 
 def dense(x: Any, weight: Any, bias: Any, *, onednn: bool, gelu: bool = False, residual: Any = None) -> Any:
@@ -191,7 +211,7 @@ def whisper_hidden_states(
     """Hidden states of a Whisper encoder for a batch of mel inputs of any lengths up to 30 s.
 
     Args:
-        model: :func:`fuse_whisper`'s result.
+        model: :func:`fuse_whisper_weights`' result.
         mels: ``B`` float32 tensors ``(n_mels, T_b)``, ``1 <= T_b <= 3000``
             (:func:`~serkit.features.whisper.whisper_log_mel`). Each is computed as if alone:
             batching changes float rounding only.
@@ -211,12 +231,12 @@ def whisper_hidden_states(
     import torch
     from torch.nn import functional as F
 
-    enc, n_layers = model.encoder, len(model.blocks)
+    n_layers = len(model.blocks)
     n_blocks = n_layers if n_blocks is None else int(n_blocks)
     if not 0 <= n_blocks <= n_layers:
         raise FeatureError(f"Whisper has {n_layers} blocks, {n_blocks} asked for")
     lengths = [int(m.shape[-1]) for m in mels]
-    limit = 2 * enc.embed_positions.num_embeddings
+    limit = 2 * model.positions.shape[0]
     if not mels or any(m.ndim != 2 or m.shape[0] != model.n_mels for m in mels):
         raise FeatureError(f"Whisper needs (n_mels={model.n_mels}, frames) inputs")
     if min(lengths) < 1 or max(lengths) > limit:
@@ -226,11 +246,11 @@ def whisper_hidden_states(
         batch = torch.zeros((len(mels), model.n_mels, max(lengths)))
         for row, mel in zip(batch, mels, strict=True):
             row[:, : mel.shape[-1]] = mel
-        h = conv_gelu(batch, enc.conv1.weight, enc.conv1.bias, 1, onednn=model.onednn)
+        h = conv_gelu(batch, *model.conv1, 1, onednn=model.onednn)
         if min(lengths) != max(lengths):  # padding must stay zero for the strided convolution
             h = h * (torch.arange(h.shape[-1])[None, :] < torch.tensor(lengths)[:, None])[:, None, :]
-        h = conv_gelu(h, enc.conv2.weight, enc.conv2.bias, 2, onednn=model.onednn)
-        h = h.transpose(1, 2) + enc.embed_positions.weight[: max(frames)]
+        h = conv_gelu(h, *model.conv2, 2, onednn=model.onednn)
+        h = h.transpose(1, 2) + model.positions[: max(frames)]
         h = torch.cat([h[b, :n] for b, n in enumerate(frames)])
         states = [h]
         d = model.width
@@ -243,7 +263,7 @@ def whisper_hidden_states(
             h = dense(x, *block.fc2, onednn=model.onednn, residual=h)
             states.append(h)
         if n_blocks == n_layers:
-            states[-1] = enc.layer_norm(h)
+            states[-1] = F.layer_norm(h, (d,), *model.final_norm, eps=LAYER_NORM_EPS)
     return states, frames
 
 
