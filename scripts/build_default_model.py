@@ -10,7 +10,9 @@ regression on EmoDB, EMOVO, RAVDESS and TESS, six classes. Steps:
 2. fit the recipe on every utterance with :func:`serkit.experiment.train_bundle` (the encoder
    layer chosen on inner folds; the bundle then runs the encoder only up to it) into ``--out``;
 3. write the model card ``README.md`` into the bundle folder from those runs' metrics, next to
-   the previous eGeMAPS model's figures when ``--baseline`` names its runs.
+   the previous eGeMAPS model's figures when ``--baseline`` names its runs, and with the speed
+   figures of ``--speed`` (``benchmarks/bench_default_model.py --json`` run on the bundle: build,
+   measure, then build again with ``--reuse-bundle --speed``; the fitted state is unchanged).
 
 The corpora roots are arguments (RAVDESS and TESS are fetched and checked as
 ``../shared/corpora/fetchable/README.md`` says, outside the repository), so anyone holding the
@@ -20,13 +22,15 @@ Usage::
 
     python scripts/build_default_model.py --ravdess /tmp/corpora/ravdess/Audio_Speech_Actors_01-24 \\
         --tess /tmp/corpora/tess [--emodb ../shared/corpora/emodb] [--emovo ../shared/corpora/emovo] \\
-        [--runs results/default_model] [--baseline results/xcorpus] [--out serkit/default_model]
+        [--runs results/default_model] [--baseline results/xcorpus] [--out serkit/default_model] \\
+        [--reuse-bundle] [--speed results/bench/default_model.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 import time
 from pathlib import Path
 
@@ -77,8 +81,22 @@ def _per_corpus(metrics: dict) -> dict[str, float]:
     return {entry["corpus"]: entry["ua"] for entry in metrics["per_corpus"]}
 
 
-def model_card(metrics: dict[str, dict], bundle: dict, baseline: dict[str, dict], train_s: float) -> str:
-    """The bundle's README: data and licences, classes, cross-corpus and pooled results, calibration, limits."""
+def speed_text(bench: dict | None) -> str:
+    """The card's speed paragraph from ``benchmarks/bench_default_model.py --json`` output."""
+    if bench is None:
+        return "Not measured for this build: run `python benchmarks/bench_default_model.py`."
+    predict, service = bench["predict_60s"], bench["service"]
+    return textwrap.fill(f"On {bench['threads']} CPU threads, warm: 60 s of speech in {predict['warm_s']:.2f} s (real-time factor "
+            f"{predict['rtf']:.3f}); the service answers {service['good_per_s']:.0f} requests/s for 3-s clips at "
+            f"{service['clients']} clients (p95 {service['p95_ms']:.0f} ms); cold start to the first answer "
+            f"{bench['cold_start_3s_clip_s']:.1f} s. Figures, their bound and the previous model's: "
+            "`docs/results_default_model.md` (`python benchmarks/bench_default_model.py`).", width=100)
+
+
+def model_card(metrics: dict[str, dict], bundle: dict, baseline: dict[str, dict], train_s: float,
+               bench: dict | None = None) -> str:
+    """The bundle's README: data and licences, classes, cross-corpus and pooled results, calibration,
+    speed (``bench``: the benchmark's JSON), limits."""
     trained = bundle["trained_on"]
     rows = []
     for name in CORPORA:
@@ -149,10 +167,7 @@ below P `uncertain`.
 
 ## Speed
 
-On 2 CPU cores, warm: 60 s of speech in 0.74 s (real-time factor 0.012); the service answers 52
-requests/s for 3-s clips at 4 clients (p95 88 ms); cold start to the first answer 4.8 s. Figures,
-their bound and the previous model's: `docs/results_default_model.md`
-(`python benchmarks/bench_default_model.py`).
+{speed_text(bench)}
 
 ## Known limits
 
@@ -174,6 +189,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "serkit" / "default_model")
     ap.add_argument("--reuse-bundle", action="store_true", help="keep a bundle already trained in RUNS/bundle")
     ap.add_argument("--train-only", action="store_true", help="only train RUNS/bundle (no evaluation, no card)")
+    ap.add_argument("--speed", type=Path, help="benchmarks/bench_default_model.py --json output for the card")
     args = ap.parse_args()
     roots = {name: getattr(args, name).resolve() for name in CORPORA}
     if args.train_only:
@@ -187,13 +203,16 @@ def main() -> None:
                 baseline[name] = json.loads((args.baseline / name / "metrics.json").read_text())
     started = time.perf_counter()
     staged = args.runs / "bundle"
-    if not (args.reuse_bundle and (staged / "bundle.json").is_file()):
+    timing = args.runs / "bundle_train_seconds.txt"  # so that a reused bundle's card keeps its time
+    if not (args.reuse_bundle and (staged / "bundle.json").is_file() and timing.is_file()):
         train_bundle(recipe(roots, []), staged, progress=False, overwrite=True)
-    train_s = time.perf_counter() - started
+        atomic_write_text(timing, f"{time.perf_counter() - started:.1f}\n")
+    train_s = float(timing.read_text())
     # The card needs what the fit chose; the bundle's checksum list must include the card, so the
     # staged bundle is written again with it (same fitted state, read back without pickle).
     bundle = load_bundle(staged)
-    card = model_card(metrics, bundle.meta, baseline, train_s)
+    bench = json.loads(args.speed.read_text()) if args.speed is not None else None
+    card = model_card(metrics, bundle.meta, baseline, train_s, bench)
     save_bundle(args.out, recipe=bundle.meta["recipe"], labels=bundle.labels, plan=bundle.plan, fitted=bundle.fitted,
                 normalisers=bundle.normalisers, model=bundle.model, trained_on=bundle.meta["trained_on"],
                 documents={"README.md": card}, overwrite=True)  # fmt: skip
