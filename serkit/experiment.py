@@ -26,7 +26,7 @@ import shutil
 import time
 import zipfile
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ import pandas as pd
 
 import serkit
 from serkit.adaptation import standardise
+from serkit.augment import Copies, add_copies, compute_copies, speeds
 from serkit.bundle import save_bundle
 from serkit.cluster import open_runner
 from serkit.corpora import get_corpus
@@ -70,6 +71,8 @@ class Dataset:
             vocabulary order when pooled), restricted to labels present.
         y: ``(n,)`` int class index of every row.
         failures: ``{"utterance_id", "path", "feature", "error"}`` records of dropped utterances.
+        copies: the speed-perturbed copies of the rows the recipe's ``augment`` asks for
+            (:mod:`serkit.augment`), added to the training rows of each fold.
     """
 
     table: pd.DataFrame
@@ -78,6 +81,7 @@ class Dataset:
     labels: list[str]
     y: np.ndarray
     failures: list[dict[str, str]]
+    copies: list[Copies] = field(default_factory=list)
 
     @property
     def speakers(self) -> np.ndarray:
@@ -112,6 +116,7 @@ def check_recipe(recipe: dict[str, Any]) -> FeaturePlan:
         ("features", lambda: FeaturePlan(recipe["features"])),
         ("model", lambda: get_model(recipe["model"]["name"], recipe["model"]["config"])),
         ("protocol", lambda: check_protocol(recipe["protocol"])),
+        ("augment", lambda: speeds(recipe, built["features"])),
     )
     built = {}
     for key, build in steps:
@@ -155,7 +160,8 @@ def prepare_dataset(recipe: dict[str, Any], *, progress: bool = True, runner: An
     present = set(table["label"])
     labels = [lab for lab in order if lab in present] or sorted(present)
     y = table["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy(dtype=int)
-    return Dataset(table, plan, done.features, labels, y, failures)
+    copies = compute_copies(recipe, plan, table, progress=progress, runner=runner)
+    return Dataset(table, plan, done.features, labels, y, failures, copies)
 
 
 def fit_normalisers(mode: str, inputs: Inputs, speakers: np.ndarray) -> dict[str, Normaliser]:
@@ -181,8 +187,10 @@ def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndar
     inputs, fitted = data.fold_inputs(fold.train, recipe["seed"], fold.valid)
     rows = {name: {key: take_rows(x, index) for key, x in inputs.items()} for name, index in
             (("train", fold.train), ("test", fold.test))}  # fmt: skip
-    normalisers = fit_normalisers(recipe["normalisation"], rows["train"], speakers[fold.train])
-    x_train = normalise(normalisers, rows["train"], speakers[fold.train])
+    # the training rows, then their speed-perturbed copies (augment); never a test speaker's
+    x_train, y_train, groups, norm_groups = add_copies(rows["train"], fold.train, data.y, speakers, data.copies)
+    normalisers = fit_normalisers(recipe["normalisation"], x_train, norm_groups)
+    x_train = normalise(normalisers, x_train, norm_groups)
     # adapt: the training statistics (none), or the test rows' own (the whole fold, or each
     # speaker), never their labels
     x_test = standardise(normalisers, rows["test"], speakers[fold.test], recipe.get("adapt", "none"), min_windows=2).inputs
@@ -192,8 +200,7 @@ def run_fold(recipe: dict[str, Any], data: Dataset, fold: Fold) -> tuple[np.ndar
         valid = (normalise(normalisers, x_valid, speakers[fold.valid]), data.y[fold.valid])
     model = get_model(recipe["model"]["name"], recipe["model"]["config"])
     model.fit(
-        x_train, data.y[fold.train], labels=data.labels, groups=speakers[fold.train], seed=recipe["seed"],
-        valid=valid, layouts=data.plan.layouts,
+        x_train, y_train, labels=data.labels, groups=groups, seed=recipe["seed"], valid=valid, layouts=data.plan.layouts,
     )  # fmt: skip
     info = model.fit_info()
     if fitted:
@@ -488,16 +495,19 @@ def _train_bundle(
     with open_runner(recipe) as runner:
         data = prepare_dataset(recipe, progress=progress, runner=runner)
     speakers = data.speakers
-    inputs, fitted = data.fold_inputs(np.arange(len(data.table)), recipe["seed"])
-    normalisers = fit_normalisers(recipe["normalisation"], inputs, speakers)
+    every = np.arange(len(data.table))
+    inputs, fitted = data.fold_inputs(every, recipe["seed"])
+    inputs, y, groups, norm_groups = add_copies(inputs, every, data.y, speakers, data.copies)
+    normalisers = fit_normalisers(recipe["normalisation"], inputs, norm_groups)
     model = get_model(recipe["model"]["name"], recipe["model"]["config"])
     model.fit(
-        normalise(normalisers, inputs, speakers), data.y, labels=data.labels, groups=speakers, seed=recipe["seed"],
+        normalise(normalisers, inputs, norm_groups), y, labels=data.labels, groups=groups, seed=recipe["seed"],
         layouts=data.plan.layouts,
     )  # fmt: skip
     trained_on = {
         "corpus": corpus_title(recipe),
         "n_utterances": len(data.table),
+        **({"augment": {f"speed {c.factor:g}": len(c.rows) for c in data.copies}} if data.copies else {}),
         **({"per_corpus": data.table["corpus"].value_counts().sort_index().to_dict()} if "corpus" in data.table else {}),
         "speakers": sorted(set(speakers.tolist())),
         "failures": data.failures,

@@ -18,6 +18,7 @@ A recipe is a YAML mapping. Every key has a default except ``features`` and ``mo
     protocol: {name: loso}             # see serkit.evaluation.protocols
     normalisation: global              # global | speaker | none
     adapt: none                        # test side: none | batch | speaker (serkit.adaptation)
+    augment: null                      # {speed: [0.9, 1.1]}: training copies (serkit.augment)
     seed: 0
     cache_dir: .cache/serkit           # null switches the feature cache off
     n_jobs: -1                         # processes for feature extraction (-1: all cores)
@@ -69,6 +70,8 @@ DEFAULTS: dict[str, Any] = {
     "protocol": {"name": "loso"},
     "normalisation": "global",
     "adapt": "none",
+    # Training-side speed perturbation (serkit.augment), checked with the other components.
+    "augment": None,
     "seed": 0,
     "cache_dir": ".cache/serkit",
     "n_jobs": -1,

@@ -29,6 +29,13 @@ def take_rows(data: FeatureData, index: np.ndarray) -> FeatureData:
     return [data[i] for i in index]
 
 
+def concat_rows(parts: list[FeatureData]) -> FeatureData:
+    """Rows of several matrices (or frame-level lists) of one feature, one after the other."""
+    if all(isinstance(part, np.ndarray) for part in parts):
+        return np.concatenate(parts)
+    return [row for part in parts for row in part]
+
+
 def n_rows(X: Inputs) -> int:
     """Number of utterances in ``X`` (every feature has the same number)."""
     return len(next(iter(X.values())))
