@@ -168,8 +168,8 @@ def timeline_segments(
         mean of its pieces'.
     """
     prob_cols = [f"p_{lab}" for lab in labels]
-    # plain arrays, not pandas groups: a service request has a window or two, and pandas'
-    # per-call costs were a third of its time
+    # plain arrays, not pandas groups: a service request has a window or two, for which pandas'
+    # per-call overhead costs more than the arithmetic
     members: dict[tuple[Any, int], list[int]] = {}
     for i, key in enumerate(zip(windows["channel"].tolist(), windows["segment"].tolist(), strict=True)):
         members.setdefault(key, []).append(i)
