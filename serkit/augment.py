@@ -243,6 +243,8 @@ def add_copies(inputs: Inputs, rows: np.ndarray, y: np.ndarray, speakers: np.nda
         the model's speaker-disjoint inner folds), ``norm_groups`` names it ``<speaker>@<factor>``
         (for per-speaker normalisation, each copy is a speaker of its own).
     """
+    if not copies:
+        return dict(inputs), y[rows], speakers[rows], speakers[rows]
     chosen = np.zeros(len(y), dtype=bool)
     chosen[rows] = True
     parts, labels, groups, norm = [dict(inputs)], [y[rows]], [speakers[rows]], [speakers[rows]]
