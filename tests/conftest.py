@@ -61,6 +61,30 @@ def ravdess_release() -> Path:
     return _fetched("ravdess") / "Audio_Speech_Actors_01-24"
 
 
+@pytest.fixture
+def count_folds(monkeypatch):
+    """``count_folds(interrupt_at=0)``: count the calls of ``serkit.experiment.run_fold`` from then
+    on, raising ``KeyboardInterrupt`` on call ``interrupt_at`` (0: never); returns ``{"n": calls}``.
+    Each call replaces the previous counter (it wraps the real ``run_fold``, not the last wrapper)."""
+    from serkit import experiment
+
+    real = experiment.run_fold
+
+    def arm(interrupt_at: int = 0) -> dict[str, int]:
+        calls = {"n": 0}
+
+        def counted(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == interrupt_at:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(experiment, "run_fold", counted)
+        return calls
+
+    return arm
+
+
 @pytest.fixture(scope="module")
 def torch_one_thread():
     """Run a module's torch code on one thread (LSTM backward on 2 busy cores ran ~20x slower)."""

@@ -82,26 +82,9 @@ def test_saved_config_reruns_to_the_same_result(global_run, tmp_path):
     pd.testing.assert_frame_equal(first, second)
 
 
-def _interrupt_at(monkeypatch, fold_number: int) -> dict[str, int]:
-    """Make run_fold raise KeyboardInterrupt on its ``fold_number``-th call (0: never); count the calls."""
-    import serkit.experiment as experiment
-
-    calls = {"n": 0}
-    real = experiment.run_fold
-
-    def counted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == fold_number:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(experiment, "run_fold", counted)
-    return calls
-
-
-def test_interrupted_run_resumes_to_the_uninterrupted_result(egemaps, global_run, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_uninterrupted_result(egemaps, global_run, tmp_path, count_folds):
     out = tmp_path / "run"
-    _interrupt_at(monkeypatch, 3)
+    count_folds(3)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(egemaps, out, progress=False)
     # No run folder, only the two finished folds.
@@ -111,7 +94,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(egemaps, global_run
     with pytest.raises(ConfigError, match="resume"):
         run_experiment(egemaps, out, progress=False)
 
-    calls = _interrupt_at(monkeypatch, 0)
+    calls = count_folds(0)
     resumed = run_experiment(egemaps, out, progress=False, resume=True)
     assert calls["n"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
@@ -122,8 +105,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(egemaps, global_run
     assert all(cost["wall_s"] > 0 and cost["peak_rss_mib"] > 0 for cost in extra["fold_cost"].values())
 
 
-def test_resume_refuses_folds_of_another_recipe(egemaps, tmp_path, monkeypatch):
-    _interrupt_at(monkeypatch, 2)
+def test_resume_refuses_folds_of_another_recipe(egemaps, tmp_path, count_folds):
+    count_folds(2)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(egemaps, tmp_path / "run", progress=False)
     other = resolve_recipe(egemaps, overrides=["normalisation=speaker"])
@@ -131,12 +114,12 @@ def test_resume_refuses_folds_of_another_recipe(egemaps, tmp_path, monkeypatch):
         run_experiment(other, tmp_path / "run", progress=False, resume=True)
     # How many workers extract features is not part of the result: the fold is reused.
     moved = resolve_recipe(egemaps, overrides=["n_jobs=1"])
-    calls = _interrupt_at(monkeypatch, 1)
+    calls = count_folds(1)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(moved, tmp_path / "run", progress=False, resume=True)
     assert calls["n"] == 1  # speaker-03 was reused, speaker-08 was the first fold fitted
     # Without resume, overwrite starts again: speaker-03 is fitted anew.
-    calls = _interrupt_at(monkeypatch, 1)
+    calls = count_folds(1)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(other, tmp_path / "run", progress=False, overwrite=True)
     assert calls["n"] == 1 and not (tmp_path / "run.folds").exists()

@@ -34,21 +34,6 @@ def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-def _count_folds(monkeypatch, interrupt_at: int = 0) -> dict[str, int]:
-    """Count run_fold calls; raise KeyboardInterrupt at call ``interrupt_at`` (0: never)."""
-    calls = {"n": 0}
-    real = experiment.run_fold
-
-    def counted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == interrupt_at:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(experiment, "run_fold", counted)
-    return calls
-
-
 def test_the_grid_names_every_run_and_puts_seeds_innermost(corpus, tmp_path):
     path = write_sweep(tmp_path, corpus, tmp_path / "out", set={"normalisation": ["global", "speaker"]})
     sweep = load_sweep(path, overrides=["n_jobs=1"])
@@ -85,7 +70,7 @@ def test_a_bad_sweep_file_is_refused_by_name_before_any_work(corpus, tmp_path, m
     assert not (tmp_path / "out").exists()
 
 
-def test_a_sweep_skips_complete_runs_resumes_interrupted_ones_and_tables_once_complete(corpus, cache, tmp_path, monkeypatch):
+def test_a_sweep_skips_complete_runs_resumes_interrupted_ones_and_tables_once_complete(corpus, cache, tmp_path, count_folds):
     sweep = load_sweep(write_sweep(tmp_path, corpus, tmp_path / "out"), overrides=sweep_args(cache))
     names = [run.name for run in sweep.runs]
     # a part of the sweep: no table while runs are missing
@@ -94,12 +79,12 @@ def test_a_sweep_skips_complete_runs_resumes_interrupted_ones_and_tables_once_co
     assert report.missing == names[2:] and report.table is None and report.files is None
     assert not (tmp_path / "out" / "sweep.md").exists()
     # an interrupted run leaves its finished folds, never a run folder
-    _count_folds(monkeypatch, interrupt_at=2)
+    count_folds(interrupt_at=2)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(sweep, progress=False)
     assert not (tmp_path / "out" / names[2]).exists() and len(list((tmp_path / "out" / f"{names[2]}.folds").iterdir())) == 1
     # again: complete runs skipped, the interrupted one resumed, the table written
-    calls = _count_folds(monkeypatch)
+    calls = count_folds()
     report = run_sweep(sweep, progress=False)
     assert [(o.run.name, o.status) for o in report.outcomes] == [(n, s) for n, s in zip(names, ["complete"] * 2 + ["ran"] * 2)]
     assert calls["n"] == 3 + 4  # 4 folds per run, one kept
@@ -115,7 +100,7 @@ def test_a_sweep_skips_complete_runs_resumes_interrupted_ones_and_tables_once_co
     markdown = report.files[0].read_text()
     assert f"{paired['mean_difference']:+.3f} ± {paired['standard_error']:.3f}" in markdown
     # once more: nothing runs, the same table
-    calls = _count_folds(monkeypatch)
+    calls = count_folds()
     again = run_sweep(sweep, progress=False)
     assert calls["n"] == 0 and {o.status for o in again.outcomes} == {"complete"}
     assert table_numbers(again.files[1]) == rows
