@@ -35,26 +35,35 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from serkit.adaptation import MIN_WINDOWS, check_adapt
 from serkit.audio import Audio, AudioHeader, Source, audio_header, decode_audio
 from serkit.bundle import Bundle, load_bundle
 from serkit.errors import ConfigError
+from serkit.features.encoders import SpeechEncoder
 from serkit.io import atomic_write_set, output_error
+from serkit.timeline import (  # noqa: F401 - API
+    UNCERTAIN,
+    WINDOW_COLUMNS,
+    decide,
+    segment_rows,
+    timeline_segments,
+)
 from serkit.vad import VAD_RATE, SileroVAD, shared_vad  # noqa: F401 - SileroVAD is part of this module's API
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: The bundle shipped inside the package (built by ``scripts/build_default_model.py``).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
 
 #: Windows whose audio is held at once before their features are computed (in batches).
 WINDOW_CHUNK = 64
-#: The label of a window, piece or recording whose highest probability is below ``min_confidence``.
-UNCERTAIN = "uncertain"
 
 
 @dataclass(frozen=True)
@@ -140,68 +149,13 @@ def window_spans(start: float, end: float, window: float, hop: float) -> list[tu
     return spans
 
 
-def decide(p: np.ndarray, labels: Sequence[str], min_confidence: float = 0.0) -> str:
-    """The label of probabilities ``p`` ``(K,)``: the most probable class, or :data:`UNCERTAIN`
-    when its probability is below ``min_confidence`` (abstention, as in selective
-    classification: Geifman & El-Yaniv, NeurIPS 2017, the softmax-response rule)."""
-    k = int(np.argmax(p))
-    return str(labels[k]) if p[k] >= min_confidence else UNCERTAIN
-
-
-def timeline_segments(
-    windows: pd.DataFrame, labels: Sequence[str], *, merge: bool = True, min_confidence: float = 0.0
-) -> pd.DataFrame:
-    """Turn overlapping windows into a non-overlapping, optionally merged timeline.
-
-    Args:
-        windows: one row per window, columns ``channel``, ``segment`` (speech segment index),
-            ``start``, ``end`` (seconds) and ``p_<label>`` for every label, windows of a speech
-            segment in time order.
-        labels: the class order.
-        merge: merge adjacent pieces of the same speech segment that share their label.
-        min_confidence: pieces less confident than this are labelled :data:`UNCERTAIN` (and
-            merge with each other).
-
-    Returns:
-        Columns ``channel``, ``segment``, ``start``, ``end``, ``label``, ``p_<label>``...; pieces
-        of one channel do not overlap. A merged row's probabilities are the duration-weighted
-        mean of its pieces'.
-    """
-    prob_cols = [f"p_{lab}" for lab in labels]
-    # plain arrays, not pandas groups: a service request has a window or two, for which pandas'
-    # per-call overhead costs more than the arithmetic
-    members: dict[tuple[Any, int], list[int]] = {}
-    for i, key in enumerate(zip(windows["channel"].tolist(), windows["segment"].tolist(), strict=True)):
-        members.setdefault(key, []).append(i)
-    all_starts, all_ends = windows["start"].to_numpy(dtype=float), windows["end"].to_numpy(dtype=float)
-    all_probs = windows[prob_cols].to_numpy(dtype=float)
-    rows: list[dict[str, Any]] = []
-    for (channel, segment), index in members.items():
-        starts, ends, probs = all_starts[index], all_ends[index], all_probs[index]
-        # Piece i runs from the middle of its overlap with window i-1 to the middle of its overlap with i+1.
-        cuts = [starts[0], *((starts[1:] + ends[:-1]) / 2), ends[-1]]
-        pieces: list[dict[str, Any]] = []
-        for i in range(len(index)):
-            k = decide(probs[i], labels, min_confidence)
-            piece = {"start": float(cuts[i]), "end": float(cuts[i + 1]), "k": k, "p": probs[i]}
-            last = pieces[-1] if pieces else None
-            if merge and last is not None and last["k"] == k:
-                a, b = last["end"] - last["start"], piece["end"] - piece["start"]
-                last["p"] = (last["p"] * a + piece["p"] * b) / (a + b)
-                last["end"] = piece["end"]
-            else:
-                pieces.append(piece)
-        for piece in pieces:
-            row = {"channel": channel, "segment": int(segment), "start": piece["start"], "end": piece["end"],
-                   "label": decide(piece["p"], labels, min_confidence)}
-            row.update(zip(prob_cols, piece["p"].tolist()))
-            rows.append(row)
-    return pd.DataFrame(rows, columns=["channel", "segment", "start", "end", "label", *prob_cols])
-
-
 @dataclass
 class Timeline:
     """The emotion timeline of one recording.
+
+    The tables are kept as rows (dicts) and turned into pandas DataFrames on first access of
+    :attr:`speech`, :attr:`windows` or :attr:`segments`; :meth:`to_dict` and :meth:`overall`
+    read the rows.
 
     Attributes:
         labels: class order of the ``p_<label>`` columns.
@@ -209,10 +163,10 @@ class Timeline:
         sample_rate: rate of the analysed audio in Hz (a file decoded for a model
             (:meth:`Recognizer.load`) is at the model's rate when the file's is higher).
         channels: analysed channel names (``["mix"]``, ``["left", "right"]``, …).
-        speech: voice activity, columns ``channel``, ``segment``, ``start``, ``end``.
-        windows: per-window probabilities, columns ``channel``, ``segment``, ``start``, ``end``,
+        speech_rows: voice activity, keys ``channel``, ``segment``, ``start``, ``end`` (seconds).
+        window_rows: per-window probabilities, keys ``channel``, ``segment``, ``start``, ``end``,
             ``label``, ``p_<label>``...
-        segments: the timeline (see :func:`timeline_segments`), same columns as ``windows``.
+        segment_rows: the timeline (:func:`timeline_segments`), same keys as ``window_rows``.
         config: the :class:`InferenceConfig` used.
         source: the file name, if known.
         adaptation: notes on the adaptation of the call (groups too small or too uniform).
@@ -222,12 +176,35 @@ class Timeline:
     duration: float
     sample_rate: int
     channels: list[str]
-    speech: pd.DataFrame
-    windows: pd.DataFrame
-    segments: pd.DataFrame
+    speech_rows: list[dict[str, Any]]
+    window_rows: list[dict[str, Any]]
+    segment_rows: list[dict[str, Any]]
     config: InferenceConfig
     source: str | None = None
     adaptation: list[str] = dataclasses.field(default_factory=list)
+
+    @cached_property
+    def speech(self) -> pd.DataFrame:
+        """Voice activity: columns ``channel``, ``segment``, ``start``, ``end``."""
+        import pandas as pd
+
+        return pd.DataFrame(self.speech_rows, columns=["channel", "segment", "start", "end"])
+
+    @cached_property
+    def windows(self) -> pd.DataFrame:
+        """Per-window probabilities: columns ``channel``, ``segment``, ``start``, ``end``,
+        ``label``, ``p_<label>``..."""
+        return self._table(self.window_rows)
+
+    @cached_property
+    def segments(self) -> pd.DataFrame:
+        """The timeline (:func:`timeline_segments`), same columns as :attr:`windows`."""
+        return self._table(self.segment_rows)
+
+    def _table(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(rows, columns=[*WINDOW_COLUMNS, *(f"p_{lab}" for lab in self.labels)])
 
     def overall(self, channel: str | None = None) -> dict[str, Any] | None:
         """Duration-weighted mean probabilities over the timeline (one channel or all).
@@ -236,25 +213,21 @@ class Timeline:
             ``{"label", "probabilities": {label: p}, "speech_s"}``, or ``None`` when no speech
             was found.
         """
-        seg = self.segments
-        weights = (seg["end"].to_numpy(dtype=float) - seg["start"].to_numpy(dtype=float))
-        if channel is not None:
-            weights = weights * (seg["channel"].to_numpy() == channel)
+        rows = [r for r in self.segment_rows if channel is None or r["channel"] == channel]
+        weights = np.array([r["end"] - r["start"] for r in rows], dtype=float)
         if weights.sum() <= 0:
             return None
-        mean = weights @ seg[[f"p_{lab}" for lab in self.labels]].to_numpy(dtype=float) / weights.sum()
+        probs = np.array([[r[f"p_{lab}"] for lab in self.labels] for r in rows], dtype=float)
+        mean = weights @ probs / weights.sum()
         return {"label": decide(mean, self.labels, self.config.min_confidence),
                 "probabilities": {lab: float(p) for lab, p in zip(self.labels, mean)},
                 "speech_s": float(weights.sum())}
 
-    def _records(self, table: pd.DataFrame) -> list[dict[str, Any]]:
-        columns = {name: table[name].tolist() for name in table.columns}
-        probs = table[[f"p_{lab}" for lab in self.labels]].to_numpy(dtype=float).tolist()
-        return [{"channel": channel, "segment": int(segment), "start": round(float(start), 3),
-                 "end": round(float(end), 3), "label": label,
-                 "probabilities": {lab: round(v, 4) for lab, v in zip(self.labels, p)}}
-                for channel, segment, start, end, label, p in zip(columns["channel"], columns["segment"], columns["start"],
-                                                                 columns["end"], columns["label"], probs)]  # fmt: skip
+    def _records(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"channel": r["channel"], "segment": int(r["segment"]), "start": round(float(r["start"]), 3),
+                 "end": round(float(r["end"]), 3), "label": r["label"],
+                 "probabilities": {lab: round(float(r[f"p_{lab}"]), 4) for lab in self.labels}}
+                for r in rows]  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: file facts, overall result, per-channel results, segments, windows, speech."""
@@ -268,10 +241,10 @@ class Timeline:
             "label": overall["label"] if overall else None,
             "probabilities": overall["probabilities"] if overall else None,
             "per_channel": {ch: self.overall(ch) for ch in self.channels},
-            "segments": self._records(self.segments),
-            "windows": self._records(self.windows),
-            "speech": [{"channel": channel, "start": round(float(start), 3), "end": round(float(end), 3)}
-                       for channel, start, end in zip(*(self.speech[c].tolist() for c in ("channel", "start", "end")))],
+            "segments": self._records(self.segment_rows),
+            "windows": self._records(self.window_rows),
+            "speech": [{"channel": r["channel"], "start": round(float(r["start"]), 3), "end": round(float(r["end"]), 3)}
+                       for r in self.speech_rows],
             "config": dataclasses.asdict(self.config),
             "adaptation": list(self.adaptation),
         }
@@ -326,17 +299,26 @@ class Recognizer:
         bundle: a loaded :class:`Bundle`, a bundle folder, or ``None`` for the default model
             shipped in the package (:data:`DEFAULT_MODEL`).
         config: the :class:`InferenceConfig` (defaults if ``None``).
+        threads: threads of each Whisper encoder run and VAD call (onnxruntime; ``None``: all
+            cores). With several recognitions at once (the service's workers), ``cores //
+            workers`` each.
 
     Raises:
         BundleError: the bundle cannot be loaded, or the VAD model is missing or altered.
     """
 
-    def __init__(self, bundle: Bundle | str | Path | None = None, config: InferenceConfig | None = None):
+    def __init__(
+        self, bundle: Bundle | str | Path | None = None, config: InferenceConfig | None = None, threads: int | None = None
+    ):
         if bundle is None:
             bundle = DEFAULT_MODEL
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        for extractor, _ in self.bundle.extractors.values():
+            if isinstance(extractor, SpeechEncoder):  # Whisper through onnxruntime: no torch import
+                extractor.runtime, extractor.runtime_threads = "onnxruntime", threads
         self.config = config or InferenceConfig()
-        self.vad = shared_vad() if self.config.vad else None
+        self.threads = threads
+        self.vad = shared_vad(threads) if self.config.vad else None
 
     @property
     def labels(self) -> list[str]:
@@ -379,7 +361,7 @@ class Recognizer:
         """
         cfg = config or self.config
         if cfg.vad and self.vad is None:
-            self.vad = shared_vad()
+            self.vad = shared_vad(self.threads)
         collected, windows, feats, groups = [], [], [], []
         for i, audio in enumerate(audios):
             if speakers is not None and i >= len(speakers):
@@ -414,15 +396,14 @@ class Recognizer:
                 row["label"] = decide(p, self.labels, cfg.min_confidence)
                 row.update(zip(prob_cols, p.tolist()))
             at += len(rows)
-            windows = pd.DataFrame(rows, columns=["channel", "segment", "start", "end", "label", *prob_cols])
             timelines.append(Timeline(
                 labels=list(self.labels),
                 duration=duration,
                 sample_rate=sample_rate,
                 channels=channels,
-                speech=pd.DataFrame(speech_rows, columns=["channel", "segment", "start", "end"]),
-                windows=windows,
-                segments=timeline_segments(windows, self.labels, merge=cfg.merge, min_confidence=cfg.min_confidence),
+                speech_rows=speech_rows,
+                window_rows=rows,
+                segment_rows=segment_rows(rows, self.labels, merge=cfg.merge, min_confidence=cfg.min_confidence),
                 config=cfg,
                 source=path,
                 adaptation=[] if adapted is None else list(adapted.notes),

@@ -218,10 +218,10 @@ def test_fused_packed_forward_equals_transformers_submodules(utterance, tiny, on
             np.testing.assert_allclose(got, reference, atol=2e-6 * np.abs(reference).max())
 
 
-def test_the_predict_path_imports_no_transformers_and_keeps_the_thread_count(emodb_file):
-    """Cold start: Whisper is built without ``transformers`` (whose Whisper model takes about
-    1.5 s to import), and the VAD's import (``silero_vad`` sets torch to one thread for the whole
-    process) leaves the encoder the threads it was given."""
+def test_the_torch_pass_imports_no_transformers_and_the_vad_keeps_the_thread_count(emodb_file):
+    """Whisper's torch pass is built without ``transformers`` (whose Whisper model takes about
+    1.5 s to import), and loading the VAD (``silero_vad``'s own package import would set torch to
+    one thread for the whole process) leaves the encoder the threads it was given."""
     code = (
         "import sys, torch\n"
         "torch.set_num_threads(2)\n"

@@ -9,7 +9,7 @@ from sklearn.svm import SVC
 
 from serkit.errors import ConfigError, FeatureError
 from serkit.models.base import get_model, list_models
-from serkit.models.svm import LinearSVM, fit_temperature
+from serkit.models.svm import LinearSVM, fit_temperature, softmax
 
 
 def _blobs(seed: int = 0, n_speakers: int = 4, per_class: int = 10, K: int = 3, dim: int = 6, spread: float = 1.0):
@@ -228,3 +228,14 @@ def test_a_reloaded_svm_predicts_exactly_as_the_fitted_one_on_real_emodb_feature
     assert isinstance(again.svm_, PairwiseLinear) and again.input_widths() == {"functionals": 88}
     assert np.array_equal(again.predict_proba(X), model.predict_proba(X))  # bit for bit
     assert again.labels_ == codes and again.C_ == model.C_ and again.temperature_ == model.temperature_
+
+
+def test_softmax_equals_scipy_with_absent_classes():
+    """serkit's own row softmax (predicting imports no scipy) is scipy's, -inf scores included."""
+    from scipy.special import softmax as scipy_softmax
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(scale=30.0, size=(50, 6))
+    scores[::7, 2] = -np.inf
+    np.testing.assert_allclose(softmax(scores), scipy_softmax(scores, axis=1), rtol=1e-12, atol=1e-300)
+    assert (softmax(scores)[::7, 2] == 0).all()

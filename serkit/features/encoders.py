@@ -68,6 +68,7 @@ from serkit.features.whisper import (
     WHISPER_MODELS,
     WHISPER_N_FFT,
     whisper_log_mel,
+    whisper_log_mel_numpy,
     whisper_mel_filters,
     whisper_weights,
 )
@@ -185,6 +186,15 @@ class SpeechEncoder(Extractor):
         layer: int | str | Mapping[str, int] = -1
         sha256: tuple[str, ...] = ()
         normalize: bool = True
+
+    #: How Whisper runs: ``"torch"`` (extraction: packed batches of any lengths,
+    #: :mod:`~serkit.features.whisper_forward`) or ``"onnxruntime"`` (``serkit predict`` and
+    #: ``serve``, set by :class:`~serkit.inference.Recognizer`: no torch import,
+    #: :mod:`~serkit.features.whisper_onnx`). Equal up to float rounding (tested); not part of
+    #: the config, so cache keys do not depend on it.
+    runtime = "torch"
+    #: onnxruntime's threads per encoder run (``None``: all cores; :class:`WhisperOnnx`).
+    runtime_threads: int | None = None
 
     def __init__(self, config: Any = None, **overrides: Any):
         self._net: Any = None
@@ -393,32 +403,54 @@ class SpeechEncoder(Extractor):
         to float rounding. ``transformers`` encoders run one recording at a time (the base
         configurations normalise over time, which padding would change).
 
+        With :attr:`runtime` ``"onnxruntime"``, Whisper's pieces go through
+        :class:`~serkit.features.whisper_onnx.WhisperOnnx` instead (pieces of equal length
+        batched), and torch is not imported.
+
         Raises:
             As :meth:`extract`, for the first recording that fails.
         """
-        import torch
-
         signals = [check_input(a, SAMPLE_RATE, WHISPER_N_FFT, self.name) for a in audios]
-        net = self.network
         if self.config.model not in WHISPER_MODELS:
+            import torch
+
             with torch.inference_mode():
-                return [self._transformers(net, x) for x in signals]
+                return [self._transformers(self.network, x) for x in signals]
         # 30-s pieces; a tail of at most 200 samples (12.5 ms) after one cannot be framed: dropped.
         pieces = [
             [x[i : i + WHISPER_CHUNK] for i in range(0, len(x), WHISPER_CHUNK) if i == 0 or len(x) - i > WHISPER_N_FFT // 2]
             for x in signals
         ]
-        mels = [whisper_log_mel(p, self._filters) for ps in pieces for p in ps]
-        frames: list[np.ndarray] = []
-        for group in _passes([m.shape[-1] for m in mels], WHISPER_PASS_FRAMES):
-            states, counts = whisper_hidden_states(net, [mels[i] for i in group], self.n_blocks)
-            frames.extend(t.numpy() for t in torch.split(self._select(states), counts))
+        flat = [p for ps in pieces for p in ps]
+        frames = self._onnxruntime(flat) if self.runtime == "onnxruntime" else self._torch(flat)
         results, start = [], 0
         for ps in pieces:
             part = frames[start : start + len(ps)]
             results.append(part[0] if len(part) == 1 else np.concatenate(part, axis=0))
             start += len(ps)
         return results
+
+    def _torch(self, pieces: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Frames of each Whisper piece through the fused torch pass, in passes of at most
+        :data:`WHISPER_PASS_FRAMES` mel frames."""
+        import torch
+
+        net = self.network
+        mels = [whisper_log_mel(p, self._filters) for p in pieces]
+        frames: list[np.ndarray] = []
+        for group in _passes([m.shape[-1] for m in mels], WHISPER_PASS_FRAMES):
+            states, counts = whisper_hidden_states(net, [mels[i] for i in group], self.n_blocks)
+            frames.extend(t.numpy() for t in torch.split(self._select(states), counts))
+        return frames
+
+    def _onnxruntime(self, pieces: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Frames of each Whisper piece through the shipped graph in onnxruntime (no torch)."""
+        from serkit.features.whisper_onnx import whisper_onnx
+
+        self.weights_sha256  # noqa: B018 - the pinned files (whisper_weights checks them too)
+        encoder = whisper_onnx(self.config.model, self.n_blocks, self.runtime_threads)
+        filters = whisper_mel_filters(encoder.n_mels)
+        return encoder.hidden_states([whisper_log_mel_numpy(p, filters) for p in pieces], self.layers)
 
     def _transformers(self, net: Any, x: np.ndarray) -> np.ndarray:
         import torch

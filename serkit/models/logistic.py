@@ -17,13 +17,16 @@ logits ``W x + b``; with ``calibrate`` the probabilities are ``softmax((W x + b)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from serkit.features.normalise import fit_normaliser
 from serkit.models.base import register
 from serkit.models.svm import LinearArrays, LinearSVM, LinearSVMConfig
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class LinearLogistic(LinearSVM):
     Linear = ClassLinear
 
     def _svm(self, C: float, seed: int, kernel: str = "linear") -> LogisticRegression:
+        from sklearn.linear_model import LogisticRegression
+
         return LogisticRegression(
             C=C, class_weight=self.config.class_weight, max_iter=self.config.max_iter, random_state=seed
         )

@@ -43,13 +43,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
-from sklearn.metrics import balanced_accuracy_score
-from sklearn.svm import SVC
 
 from serkit.config import check_choice, check_option, is_integer, is_number, plain
 from serkit.errors import BundleError, ConfigError, FeatureError
@@ -67,6 +63,9 @@ from serkit.state_files import (
     write_arrays,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from sklearn.svm import SVC
 
 
 @dataclass(frozen=True)
@@ -98,6 +97,17 @@ class LinearSVMConfig:
     inner_folds: int | None = None
 
 
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(n, K)`` scores, float64; ``-inf`` scores get probability 0.
+
+    Written out rather than taken from scipy so that labelling recordings imports neither scipy
+    nor scikit-learn (about 3 s of a cold start on 2 cores); fitting still uses both.
+    """
+    shifted = np.asarray(scores, dtype=np.float64) - np.max(scores, axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
     """Temperature ``T > 0`` minimising the mean NLL of ``softmax(scores / T)`` for targets ``y``.
 
@@ -108,6 +118,9 @@ def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
     Returns:
         T, searched over [1e-3, 1e3] on a log scale.
     """
+
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
 
     def nll(log_t: float) -> float:
         logp = log_softmax(scores / np.exp(log_t), axis=1)
@@ -226,6 +239,8 @@ class LinearSVM(SERModel):
         check_option(k is None or (is_integer(k) and k >= 2), self.name, f"inner_folds must be null or an integer >= 2, got {k!r}")
 
     def _svm(self, C: float, seed: int, kernel: str = "linear") -> SVC:
+        from sklearn.svm import SVC
+
         # break_ties makes predict() the argmax of the one-vs-rest decision values we calibrate.
         return SVC(
             kernel=kernel,
@@ -258,6 +273,8 @@ class LinearSVM(SERModel):
                 no such axis.
             FeatureError: a row partly NaN, or every input NaN in every row.
         """
+        from sklearn.metrics import balanced_accuracy_score
+
         self.inputs_ = list(X)
         data, self.missing_inputs_ = self._matrix(X)
         y = np.asarray(y, dtype=int)
@@ -384,7 +401,7 @@ class LinearSVM(SERModel):
         """
         if self.oof_scores_ is None:
             raise ConfigError(f"{self.name}: out-of-fold scores need inner folds over at least two training speakers")
-        return softmax(self.oof_scores_ / self.temperature_, axis=1)
+        return softmax(self.oof_scores_ / self.temperature_)
 
     def _full_scores(self, svm: SVC, data: np.ndarray) -> np.ndarray:
         """``(n, K)`` decision values of features (or kernel rows, for a precomputed-kernel SVM);
@@ -409,7 +426,7 @@ class LinearSVM(SERModel):
 
     def predict_proba(self, X: Inputs) -> np.ndarray:
         """``softmax(f(x) / T)``, ``(n, K)``; its argmax is the SVM's decision."""
-        return softmax(self.decision_function(X) / self.temperature_, axis=1)
+        return softmax(self.decision_function(X) / self.temperature_)
 
     def fit_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"C": self.C_, "temperature": self.temperature_}
