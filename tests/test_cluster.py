@@ -154,6 +154,7 @@ def test_workers_limit_their_threads_to_their_share_of_the_cores(client):
 
         return torch.get_num_threads(), {info["num_threads"] for info in threadpool_info()}, os.environ["OMP_NUM_THREADS"]
 
+    client.wait_for_workers(2, timeout=60)  # a worker killed by an earlier test restarts first
     runner = DaskRunner(client)
     cores = len(os.sched_getaffinity(0))
     expected = max(1, cores // 2)  # two one-thread workers on this host
@@ -168,6 +169,7 @@ def test_a_sweep_survives_a_killed_worker_with_the_undisturbed_table(client, cor
         load_sweep(write_sweep(tmp_path / "a", corpus, tmp_path / "out-a"), overrides=sweep_args(cache)), progress=False
     )
     marker = tmp_path / "killed"
+    client.wait_for_workers(2, timeout=60)  # both up before one is killed
     _kill_once(client, "serkit-fold-", marker)
     try:
         sweep = load_sweep(write_sweep(tmp_path / "b", corpus, tmp_path / "out-b"), overrides=sweep_args(cache))
