@@ -24,10 +24,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     for model in WHISPER_MODELS:
-        config, _ = whisper_weights(model)
+        config, state = whisper_weights(model)
         for n_blocks in range(config["encoder_layers"] + 1):
             path = args.out / graph_name(model, n_blocks)
-            path.write_bytes(build_whisper_graph(config, n_blocks))
+            path.write_bytes(build_whisper_graph(config, state, n_blocks))
             print(f"{path} ({path.stat().st_size} bytes)")
 
 

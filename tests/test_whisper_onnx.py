@@ -53,10 +53,10 @@ def test_shipped_graphs_are_what_the_builder_writes():
     """Every model and block count has its graph, byte for byte what ``scripts/build_whisper_graphs.py``
     writes now (a change to the builder without rebuilding the files fails here)."""
     for model in WHISPER_MODELS:
-        config, _ = whisper_weights(model)
+        config, state = whisper_weights(model)
         for n_blocks in range(config["encoder_layers"] + 1):
             shipped = resources.files(GRAPH_PACKAGE).joinpath(graph_name(model, n_blocks)).read_bytes()
-            assert shipped == build_whisper_graph(config, n_blocks), graph_name(model, n_blocks)
+            assert shipped == build_whisper_graph(config, state, n_blocks), graph_name(model, n_blocks)
 
 
 @pytest.mark.parametrize(("model", "layer"), [("whisper-tiny.en", "all"), ("whisper-base", {"up_to": 3})])

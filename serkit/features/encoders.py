@@ -449,8 +449,7 @@ class SpeechEncoder(Extractor):
 
         self.weights_sha256  # noqa: B018 - the pinned files (whisper_weights checks them too)
         encoder = whisper_onnx(self.config.model, self.n_blocks, self.runtime_threads)
-        filters = whisper_mel_filters(encoder.n_mels)
-        return encoder.hidden_states([whisper_log_mel_numpy(p, filters) for p in pieces], self.layers)
+        return encoder.hidden_states([whisper_log_mel_numpy(p, encoder.filters) for p in pieces], self.layers)
 
     def _transformers(self, net: Any, x: np.ndarray) -> np.ndarray:
         import torch

@@ -389,8 +389,9 @@ def whisper_log_mel_numpy(x: np.ndarray, filters: np.ndarray) -> np.ndarray:
 def whisper_mel_filters(n_mels: int) -> np.ndarray:
     """Whisper's mel filters, float64 ``(n_mels, 201)``: triangles on Slaney's mel scale (Auditory
     Toolbox, Slaney 1998: linear below 1 kHz at 200/3 Hz per mel, logarithmic above with a step
-    of ``ln(6.4) / 27``), each scaled to unit area (``2 / (f_right - f_left)``), over 0-8 kHz for ``n_fft = 400`` at 16 kHz, the filters
-    Whisper's feature extractor takes from librosa (``librosa.filters.mel``, tested equal).
+    of ``ln(6.4) / 27``), each scaled to unit area (``2 / (f_right - f_left)``), over 0-8 kHz for
+    ``n_fft = 400`` at 16 kHz: the filters Whisper's feature extractor takes from librosa
+    (``librosa.filters.mel``, tested equal).
     Computed here because importing librosa costs about 2.5 s of a cold start (numba).
     """
     f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0

@@ -49,29 +49,10 @@ OPSET = 17
 LAYER_NORM_EPS = 1e-5
 
 
-def graph_shapes(config: dict[str, Any], n_blocks: int) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every initializer of the graph of a Whisper encoder ``config``
-    (:func:`~serkit.features.whisper.whisper_weights`' first result) run to block ``n_blocks``."""
-    d, f, m = config["d_model"], config["encoder_ffn_dim"], config["num_mel_bins"]
-    shapes: dict[str, tuple[int, ...]] = {
-        "conv1.weight": (d, m, 3), "conv1.bias": (d,), "conv2.weight": (d, d, 3), "conv2.bias": (d,),
-        "embed_positions.weight": (config["max_source_positions"], d),
-    }  # fmt: skip
-    if n_blocks == config["encoder_layers"]:
-        shapes.update({"layer_norm.weight": (d,), "layer_norm.bias": (d,)})
-    for i in range(n_blocks):
-        p = f"layers.{i}."
-        shapes.update({
-            p + "norm1.weight": (d,), p + "norm1.bias": (d,), p + "qkv.weight": (d, 3 * d), p + "qkv.bias": (3 * d,),
-            p + "out.weight": (d, d), p + "out.bias": (d,), p + "norm2.weight": (d,), p + "norm2.bias": (d,),
-            p + "fc1.weight": (d, f), p + "fc1.bias": (f,), p + "fc2.weight": (f, d), p + "fc2.bias": (d,),
-        })  # fmt: skip
-    return shapes
-
-
-def graph_initializers(state: dict[str, np.ndarray], heads: int, n_blocks: int) -> dict[str, np.ndarray]:
-    """The initializers of the graph run to block ``n_blocks``, from a Whisper state dict named as
-    ``transformers``' encoder (:func:`~serkit.features.whisper.whisper_weights`): products as
+def graph_initializers(config: dict[str, Any], state: dict[str, np.ndarray], n_blocks: int) -> dict[str, np.ndarray]:
+    """The initializers of the graph run to block ``n_blocks``, from a Whisper encoder's
+    configuration and state dict named as ``transformers``' encoder (both from
+    :func:`~serkit.features.whisper.whisper_weights`): products as
     ``(in, out)`` float32, query, key and value fused with the query scaled by ``head_dim ** -0.5``
     (a power of two for 64-wide heads: exact) and a zero key bias, as
     :func:`~serkit.features.whisper_forward.fuse_whisper_weights` does.
@@ -85,9 +66,9 @@ def graph_initializers(state: dict[str, np.ndarray], heads: int, n_blocks: int) 
             raise FeatureError(f"Whisper encoder weights lack {name!r}")
         return np.asarray(state[name], dtype=np.float32)
 
+    heads = config["encoder_attention_heads"]
     names = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "embed_positions.weight"]
-    n_layers = sum(1 for name in state if name.startswith("layers.") and name.endswith(".fc1.weight"))
-    if n_blocks == n_layers:
+    if n_blocks == config["encoder_layers"]:
         names += ["layer_norm.weight", "layer_norm.bias"]
     out = {name: get(name) for name in names}
     for i in range(n_blocks):
@@ -108,9 +89,10 @@ def graph_initializers(state: dict[str, np.ndarray], heads: int, n_blocks: int) 
     return out
 
 
-def build_whisper_graph(config: dict[str, Any], n_blocks: int) -> bytes:
+def build_whisper_graph(config: dict[str, Any], state: dict[str, np.ndarray], n_blocks: int) -> bytes:
     """The serialized, weight-free ONNX graph of a Whisper encoder's first ``n_blocks`` blocks
-    (module docstring).
+    (module docstring); ``config`` and ``state`` as :func:`graph_initializers` takes them, which
+    gives the names and shapes of the graph's initializers (none of their values is kept).
 
     Input ``log_mel``: float32 ``(B, n_mels, T)`` (:func:`~serkit.features.whisper.whisper_log_mel`
     of ``B`` recordings of equal length, ``T <= 3000``). Outputs ``layer_0`` ...
@@ -177,10 +159,10 @@ def build_whisper_graph(config: dict[str, Any], n_blocks: int) -> bytes:
         outputs[-1] = norm(outputs[-1], "layer_norm", f"layer_{n_layers}")
 
     initializers = []
-    for name, shape in graph_shapes(config, n_blocks).items():
-        tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=list(shape))
+    for name, array in graph_initializers(config, state, n_blocks).items():
+        tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=list(array.shape))
         tensor.data_location = TensorProto.EXTERNAL
-        size = 4 * int(np.prod(shape))
+        size = 4 * array.size
         for key, value in (("location", EXTERNAL_MARK), ("offset", "0"), ("length", str(size))):
             entry = tensor.external_data.add()
             entry.key, entry.value = key, value
@@ -216,7 +198,7 @@ class WhisperOnnx:
     """
 
     def __init__(self, model: str, n_blocks: int, threads: int | None = None):
-        from serkit.features.whisper import whisper_weights
+        from serkit.features.whisper import whisper_mel_filters, whisper_weights
 
         try:
             from serkit.onnx_runtime import import_onnxruntime
@@ -225,7 +207,7 @@ class WhisperOnnx:
         except ImportError as exc:
             raise BundleError("the Whisper encoder's inference path needs onnxruntime (pip install onnxruntime==1.31.1)") from exc
         config, state = whisper_weights(model)
-        arrays = graph_initializers(state, config["encoder_attention_heads"], n_blocks)
+        arrays = graph_initializers(config, state, n_blocks)
         options = ort.SessionOptions()
         options.inter_op_num_threads = 1
         options.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -237,8 +219,10 @@ class WhisperOnnx:
             self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         except (OSError, RuntimeError, ValueError) as exc:
             raise BundleError(f"{model}: the shipped encoder graph does not load ({exc})") from exc
-        self.model, self.n_layers, self.width = model, int(n_blocks), int(config["d_model"])
+        self.model, self.n_blocks, self.width = model, int(n_blocks), int(config["d_model"])
         self.n_mels = int(config["num_mel_bins"])
+        #: float64 ``(n_mels, 201)`` mel filters of the log-Mel front end, computed once
+        self.filters = whisper_mel_filters(self.n_mels)
 
     def hidden_states(self, mels: Sequence[np.ndarray], layers: Sequence[int]) -> list[np.ndarray]:
         """The hidden states ``layers`` of each log-Mel input, side by side.
@@ -258,8 +242,8 @@ class WhisperOnnx:
             FeatureError: an input of the wrong band count or length, or a layer outside
                 ``0..n_blocks``.
         """
-        if any(not 0 <= k <= self.n_layers for k in layers):
-            raise FeatureError(f"{self.model} has layers 0..{self.n_layers}, {list(layers)} asked for")
+        if any(not 0 <= k <= self.n_blocks for k in layers):
+            raise FeatureError(f"{self.model} has layers 0..{self.n_blocks}, {list(layers)} asked for")
         if any(m.ndim != 2 or m.shape[0] != self.n_mels or not 1 <= m.shape[1] <= 3000 for m in mels):
             raise FeatureError(f"{self.model} takes (n_mels={self.n_mels}, 1..3000 frames) inputs")
         names = [f"layer_{k}" for k in layers]
